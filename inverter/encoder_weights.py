@@ -1,0 +1,147 @@
+"""Frozen encoder weights on disk: the format ported and trained encoders share.
+
+An encoder directory holds
+  metadata.json  {"format", "architecture": {...encoder config fields...},
+                  "preprocessing": {"channel_order", "mean", "input_size",
+                  "scale"}, "source": {...}}
+  params/        an Orbax checkpoint of the Flax params
+                 {conv1..conv5, fc6..fc8: {kernel, bias}}.
+Loading checks the architecture against the config, so an inverter is never
+trained silently on the wrong network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+from inverter.models import alexnet
+
+FORMAT = "inverter-encoder-v1"
+RANDOM = "random"
+
+# Encoder config fields that define the network (and so must match).
+ARCHITECTURE_FIELDS = ("arch", "input_size", "conv1_kernel", "conv1_stride",
+                       "conv1_padding", "widths", "fc_width", "num_classes",
+                       "groups", "lrn")
+
+
+class EncoderWeightsError(ValueError):
+  """The configured encoder weights are missing, unreadable or mismatched."""
+
+
+def architecture(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
+  """The architecture-defining fields of an encoder config, JSON-friendly."""
+  out = {}
+  for key in ARCHITECTURE_FIELDS:
+    value = encoder_cfg[key]
+    if isinstance(value, (tuple, list)):
+      value = list(value)
+    elif hasattr(value, "to_dict"):
+      value = value.to_dict()
+    elif isinstance(value, Mapping):
+      value = dict(value)
+    out[key] = value
+  return out
+
+
+def is_random(weights: str | None) -> bool:
+  return weights == RANDOM
+
+
+def missing_weights_message(path: str) -> str:
+  return (
+      f"Encoder weights not found at {path} (config field encoder.weights).\n"
+      "  Pretrained AlexNet weights must be converted to inverter's format"
+      " first; see README.md, section 'Encoder weights', for the format and"
+      " how to produce it from bvlc_reference_caffenet.caffemodel.\n"
+      "  To train against a randomly initialised encoder instead, pass"
+      " --config.encoder.weights=random (it is then stated in all outputs).")
+
+
+def check(encoder_cfg: Mapping[str, Any]) -> list[str]:
+  """Problems with the configured weights, without loading them."""
+  weights = encoder_cfg["weights"]
+  if is_random(weights):
+    return []
+  if not weights:
+    return ["encoder.weights is empty: give a path to converted encoder"
+            " weights or 'random'."]
+  path = epath.Path(os.path.expanduser(weights))
+  if not (path / "metadata.json").exists() or not (path / "params").exists():
+    return [missing_weights_message(str(path))]
+  try:
+    meta = json.loads((path / "metadata.json").read_text())
+  except (OSError, ValueError) as e:
+    return [f"Encoder weights at {path}: metadata.json is unreadable ({e})."]
+  if meta.get("format") != FORMAT:
+    return [f"Encoder weights at {path} have format {meta.get('format')!r},"
+            f" expected {FORMAT!r}."]
+  expected = architecture(encoder_cfg)
+  stored = meta.get("architecture", {})
+  diffs = [f"encoder.{k}: config {expected[k]!r}, weights {stored.get(k)!r}"
+           for k in ARCHITECTURE_FIELDS if stored.get(k) != expected[k]]
+  if diffs:
+    return [f"Encoder weights at {path} do not match the config:\n  "
+            + "\n  ".join(diffs)
+            + "\n  Fix the config fields or point encoder.weights elsewhere."]
+  return []
+
+
+def init_params(model: alexnet.AlexNet, seed: int) -> Any:
+  x = jnp.zeros((1, model.input_size, model.input_size, 3), jnp.float32)
+  return jax.jit(lambda k: model.init(k, x)["params"])(jax.random.key(seed))
+
+
+def load(encoder_cfg: Mapping[str, Any], model: alexnet.AlexNet) -> Any:
+  """Returns the encoder's params (host arrays) as configured."""
+  weights = encoder_cfg["weights"]
+  if is_random(weights):
+    logging.warning(
+        "ENCODER IS RANDOMLY INITIALISED (encoder.weights=random, seed %d): "
+        "reconstructions show what a random AlexNet keeps, not a trained one.",
+        encoder_cfg["init_seed"])
+    return init_params(model, int(encoder_cfg["init_seed"]))
+  problems = check(encoder_cfg)
+  if problems:
+    raise EncoderWeightsError("\n".join(problems))
+  path = epath.Path(os.path.expanduser(weights))
+  target = jax.eval_shape(lambda: init_params(model, 0))
+  try:
+    params = ocp.StandardCheckpointer().restore(
+        (path / "params").resolve(), jax.tree.map(
+            lambda s: np.zeros(s.shape, s.dtype), target))
+  except Exception as e:  # Orbax raises many types for a damaged checkpoint.
+    raise EncoderWeightsError(
+        f"Could not read encoder params from {path / 'params'}: {e}") from e
+  bad = [f"{jax.tree_util.keystr(k)}: {np.shape(v)} != {t.shape}"
+         for (k, v), t in zip(jax.tree_util.tree_leaves_with_path(params),
+                              jax.tree.leaves(target))
+         if np.shape(v) != t.shape]
+  if bad:
+    raise EncoderWeightsError(
+        f"Encoder params at {path} have the wrong shapes: " + "; ".join(bad))
+  logging.info("Loaded encoder weights from %s", path)
+  return params
+
+
+def save(path: str, params: Any, encoder_cfg: Mapping[str, Any], *,
+         preprocessing: Mapping[str, Any], source: Mapping[str, Any]) -> None:
+  """Writes params + metadata in the format `load` reads."""
+  path = epath.Path(os.path.expanduser(path))
+  path.mkdir(parents=True, exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save((path / "params").resolve(),
+                    jax.tree.map(np.asarray, params), force=True)
+  checkpointer.wait_until_finished()
+  meta = dict(format=FORMAT, architecture=architecture(encoder_cfg),
+              preprocessing=dict(preprocessing), source=dict(source))
+  (path / "metadata.json").write_text(json.dumps(meta, indent=2))
