@@ -1,0 +1,863 @@
+"""Input pipelines that feed Caffe-preprocessed images to the inversion models.
+
+Every source yields batches of ``{'image': float32 [batch, crop, crop, 3]}``
+in Caffe's convention: **BGR channel order, 0-255 scale, mean subtracted**.
+That is what the AlexNet weights of the original Caffe model expect, so the
+same arrays can go straight into the (frozen) encoder; `to_rgb_uint8` undoes
+the convention for display.
+
+Three kinds of ``data.source`` are understood:
+
+* a TFDS name (``'imagenet2012'``, ``'cifar10'``, ``'imagenette/320px-v2'``,
+  ...): read from a prepared TFDS ``data_dir``; any dataset with an ``image``
+  feature works, all other features are dropped.
+* ``'folder:PATH'``: image files on disk (or any `tf.io.gfile` path). Either
+  the TFDS ImageFolder layout ``PATH/<split>/<label>/<image>`` with the split
+  folders named by ``data.train_split`` / ``data.eval_split``, or a flat folder
+  without split folders (images directly in ``PATH`` or in class subfolders):
+  then the sorted file list is split deterministically, every 10th file
+  (indices 0, 10, 20, ...) is the eval split and the rest the train split.
+* ``'builtin:skimage'``: the natural photographs that ship inside the
+  installed scikit-image package, for offline demos. Training examples are an
+  endless stream of random square crops of the training photos; evaluation
+  uses 15 fixed crops of three held-out photos (see `_builtin_eval_boxes`).
+
+Determinism: for a given seed the sequence of training batches is fixed. File
+and buffer shuffles are seeded, and every random augmentation uses stateless
+random ops whose seed is derived from (seed, process_index, example position in
+the stream), so parallel maps cannot change the result.
+
+Multi-host: every process reads only its share of each split (TFDS even
+splits, or ``files[process_index::process_count]``). Evaluation pads every
+process to the same number of batches so that collective ops line up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+from PIL import Image
+
+Batch = dict[str, np.ndarray]
+_T = TypeVar("_T")
+
+FOLDER_PREFIX = "folder:"
+BUILTIN_PREFIX = "builtin:"
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Folder names that mark the ImageFolder (split folders) layout.
+_COMMON_SPLIT_NAMES = frozenset({"train", "test", "val", "validation"})
+# In a flat folder, files 0, 10, 20, ... of the sorted list are held out.
+FLAT_FOLDER_EVAL_EVERY = 10
+
+SKIMAGE_TRAIN_PHOTOS = (
+    "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg",
+    "grass.png", "gravel.png", "brick.png", "ihc.png", "camera.png",
+    "moon.png", "coins.png", "cell.png", "clock_motion.png", "page.png",
+    "color.png")
+SKIMAGE_EVAL_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png")
+MIN_SKIMAGE_TRAIN_PHOTOS = 5
+# Side of the four corner eval crops, as a fraction of the shorter side.
+BUILTIN_EVAL_CORNER_FRACTION = 0.6
+
+IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+
+# Upper bound on the TFDS part of `check_source`. Local data_dirs answer in
+# well under a second; this only matters for a gs:// data_dir that hangs.
+_TFDS_CHECK_TIMEOUT_S = 30.0
+
+# Independent random streams derived from one user seed.
+_PREPROCESS_STREAM = 0
+_BUILTIN_CROP_STREAM = 1
+
+
+# --------------------------------------------------------------------------
+# Caffe preprocessing and its inverse.
+# --------------------------------------------------------------------------
+
+
+def _read_bytes(path: str) -> bytes:
+  """Reads a whole file through tf.io.gfile, so gs:// paths work too."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_image_bgr(mean_file: str, resize_size: int) -> np.ndarray:
+  """Loads a Caffe mean image (.npy, [3, H, W], BGR) as [size, size, 3].
+
+  Caffe subtracts the mean image at the resolution of the warped image, so a
+  mean of another size (e.g. a 256x256 mean with resize_size 227) is resized
+  bilinearly. Cached because it is needed each time a pipeline is traced.
+  """
+  mean = np.load(io.BytesIO(_read_bytes(mean_file)))
+  if mean.ndim != 3 or mean.shape[0] != 3:
+    raise ValueError(
+        f"mean_file {mean_file} has shape {mean.shape}; expected Caffe layout"
+        " (3, H, W) in BGR order.")
+  hwc = np.transpose(mean.astype(np.float32), (1, 2, 0))
+  if hwc.shape[:2] != (resize_size, resize_size):
+    hwc = tf.image.resize(hwc, [resize_size, resize_size],
+                          method="bilinear").numpy()
+  return hwc
+
+
+def _mean_bgr(data: ml_collections.ConfigDict) -> np.ndarray:
+  """The BGR mean to subtract: a [size, size, 3] image or [3] per channel."""
+  if data.mean_file:
+    return _mean_image_bgr(data.mean_file, data.resize_size)
+  return np.asarray(data.mean, np.float32)
+
+
+def _channel_mean_bgr(data: ml_collections.ConfigDict) -> np.ndarray:
+  """Per-channel BGR mean, [3]; a mean image is reduced to its average."""
+  return _mean_bgr(data).reshape(-1, 3).mean(axis=0)
+
+
+def caffe_preprocess(image: tf.Tensor,
+                     *,
+                     data: ml_collections.ConfigDict,
+                     train: bool,
+                     seed: tf.Tensor | None = None) -> tf.Tensor:
+  """Turns one RGB uint8 [H, W, 3] image into a Caffe AlexNet input.
+
+  Mirrors Caffe's ImageNet preprocessing:
+  1. warp to ``resize_size x resize_size`` with bilinear interpolation,
+     ignoring the aspect ratio (as Caffe's ``convert_imageset`` does);
+  2. reorder channels RGB -> BGR;
+  3. subtract the mean (``data.mean_file`` image if given, else the
+     per-channel ``data.mean``, both BGR) at the warped resolution, i.e.
+     before cropping, as Caffe's data layer does;
+  4. crop ``crop_size``: uniformly random when ``train``, centred otherwise
+     (offset ``(resize - crop) // 2``, Caffe's rounding);
+  5. when ``train`` and ``data.mirror``, flip left-right with probability 1/2.
+
+  Args:
+    image: uint8 RGB image of any size.
+    data: the data config.
+    train: random crop/mirror (True) or deterministic centre crop (False).
+    seed: int32/int64 [2] stateless seed; required when ``train``.
+
+  Returns:
+    float32 [crop, crop, 3] in **BGR** order, on the 0-255 scale minus mean.
+  """
+  size, crop = data.resize_size, data.crop_size
+  warped = tf.image.resize(image, [size, size], method="bilinear")
+  centred = warped[..., ::-1] - _mean_bgr(data)
+  if train:
+    if seed is None:
+      raise ValueError("caffe_preprocess(train=True) needs a seed.")
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    out = tf.image.stateless_random_crop(centred, [crop, crop, 3], crop_seed)
+    if data.mirror:
+      out = tf.image.stateless_random_flip_left_right(out, flip_seed)
+  else:
+    offset = (size - crop) // 2
+    out = centred[offset:offset + crop, offset:offset + crop]
+  return tf.ensure_shape(out, [crop, crop, 3])
+
+
+def to_rgb_uint8(images: np.ndarray,
+                 data: ml_collections.ConfigDict) -> np.ndarray:
+  """Inverse of `caffe_preprocess` for display: BGR minus mean -> RGB uint8.
+
+  Adds the per-channel mean back (a mean image contributes its per-channel
+  average, because reconstructions need not have the mean image's size),
+  reverses the channels, rounds and clips to 0..255. Accepts any [..., 3].
+  """
+  bgr = np.asarray(images, np.float32) + _channel_mean_bgr(data)
+  return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------
+# Shared tf.data plumbing.
+# --------------------------------------------------------------------------
+
+
+def _parallelism(data: ml_collections.ConfigDict) -> int:
+  """num_parallel_calls for maps; -1 in the config means AUTOTUNE."""
+  n = data.num_parallel_calls
+  return tf.data.AUTOTUNE if n == -1 else n
+
+
+def _stream_seed(seed: int, process_index: int, stream: int) -> tf.Tensor:
+  """A [2] stateless seed for one random stream of one process."""
+  base = tf.constant([seed, process_index], tf.int64)
+  return tf.random.experimental.stateless_fold_in(base, stream)
+
+
+def _finalize(ds: tf.data.Dataset,
+              data: ml_collections.ConfigDict) -> Iterator[Batch]:
+  """Adds prefetching and determinism, and returns a numpy iterator."""
+  if data.prefetch:
+    ds = ds.prefetch(data.prefetch)
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.with_options(options).as_numpy_iterator()
+
+
+def _process_share(items: Sequence[_T], process_index: int,
+                   process_count: int) -> list[_T]:
+  """The items this process reads: every process_count-th from its index."""
+  return list(items[process_index::process_count])
+
+
+def _eval_subset(items: Sequence[_T],
+                 data: ml_collections.ConfigDict) -> list[_T]:
+  """The first ``eval_num_images`` items, or all of them when it is < 0."""
+  n = data.eval_num_images
+  return list(items) if n < 0 else list(items[:n])
+
+
+# --------------------------------------------------------------------------
+# Source: TFDS.
+# --------------------------------------------------------------------------
+
+
+def _tfds_builder(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The builder of a TFDS source; never looks up the public GCS bucket."""
+  return tfds.builder(data.source, data_dir=data.data_dir, try_gcs=False)
+
+
+def _tfds_eval_split(data: ml_collections.ConfigDict) -> str:
+  """The eval split, as a TFDS slice when eval_num_images caps it."""
+  if data.eval_num_images < 0:
+    return data.eval_split
+  if not re.fullmatch(r"[\w-]+", data.eval_split):
+    raise ValueError(
+        f"data.eval_num_images={data.eval_num_images} needs a plain split"
+        f" name, but data.eval_split={data.eval_split!r} is already a TFDS"
+        " slice; cap it in the slice instead and set eval_num_images=-1.")
+  return f"{data.eval_split}[:{data.eval_num_images}]"
+
+
+def _tfds_encoded_images(data: ml_collections.ConfigDict, split: Any, *,
+                         train: bool, seed: int | None) -> tf.data.Dataset:
+  """Undecoded image bytes of a TFDS split; other features are dropped.
+
+  Decoding is left to `_decode_encoded` so that it runs in a parallel map
+  after shuffling, where the buffer holds small encoded bytes.
+  """
+  ds = _tfds_builder(data).as_dataset(
+      split=split,
+      shuffle_files=train,
+      read_config=tfds.ReadConfig(
+          shuffle_seed=seed, shuffle_reshuffle_each_iteration=True),
+      decoders={"image": tfds.decode.SkipDecoding()})
+  return ds.map(lambda example: example["image"])
+
+
+def _decode_encoded(encoded: tf.data.Dataset,
+                    data: ml_collections.ConfigDict) -> tf.data.Dataset:
+  """Decodes image bytes to RGB uint8 [H, W, 3]; undecodable ones are dropped.
+
+  Grayscale becomes 3 channels; TF also decodes CMYK JPEGs to RGB.
+  """
+  def decode(image_bytes: tf.Tensor) -> tf.Tensor:
+    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  return encoded.map(decode, num_parallel_calls=_parallelism(data)
+                    ).ignore_errors(log_warning=True)
+
+
+def _tfds_train_images(data: ml_collections.ConfigDict, *, seed: int,
+                       process_index: int,
+                       process_count: int) -> tf.data.Dataset:
+  """Endless, shuffled, decoded training images of this process's share."""
+  split = tfds.split_for_jax_process(
+      data.train_split, process_index=process_index,
+      process_count=process_count)
+  encoded = _tfds_encoded_images(data, split, train=True, seed=seed)
+  encoded = encoded.shuffle(
+      data.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+  return _decode_encoded(encoded, data)
+
+
+def _tfds_eval_images(data: ml_collections.ConfigDict, *, process_index: int,
+                      process_count: int) -> tf.data.Dataset:
+  """Decoded eval images of this process's share, in stored order."""
+  split = tfds.split_for_jax_process(
+      _tfds_eval_split(data), process_index=process_index,
+      process_count=process_count)
+  encoded = _tfds_encoded_images(data, split, train=False, seed=None)
+  return _decode_encoded(encoded, data)
+
+
+def _tfds_eval_num_examples(data: ml_collections.ConfigDict) -> int:
+  """Size of the (capped) eval split, from the dataset's known cardinality.
+
+  Cardinality rather than ``info.splits`` so that it also works under
+  `tfds.testing.mock_data`, where split metadata is unknown.
+  """
+  ds = _tfds_encoded_images(data, _tfds_eval_split(data), train=False,
+                            seed=None)
+  count = int(ds.cardinality())
+  if count < 0:
+    raise ValueError(f"TFDS split {_tfds_eval_split(data)!r} of"
+                     f" {data.source!r} has unknown size.")
+  return count
+
+
+def _tfds_root(data: ml_collections.ConfigDict) -> str:
+  """The TFDS data_dir in effect (the config's or TFDS's default)."""
+  return data.data_dir or tfds.core.constants.get_default_data_dir()
+
+
+def _imagenet_instructions(data: ml_collections.ConfigDict) -> str:
+  """How to prepare imagenet2012, which TFDS cannot download by itself."""
+  root = _tfds_root(data)
+  manual = data.manual_dir or os.path.join(root, "downloads", "manual")
+  return (
+      f"TFDS dataset 'imagenet2012' is not prepared in data_dir {root}."
+      " TFDS cannot download ImageNet. To prepare it:\n"
+      f"  1. download {IMAGENET_TARS[0]} and {IMAGENET_TARS[1]} from"
+      " https://image-net.org (account required) and put both tars in the"
+      f" manual dir {manual}\n"
+      f"  2. run: tfds build imagenet2012 --data_dir={root}"
+      f" --manual_dir={manual}\n"
+      "     (the data_dir may be a gs://bucket/path; point data.data_dir at"
+      " it. The TFDS 4.9 `tfds` command imports apache_beam: run"
+      " `pip install apache-beam` first if it says it is missing.)\n"
+      "To run offline without ImageNet, use --config=configs/fc6.py:demo"
+      " (builtin:skimage photos).")
+
+
+def _tfds_not_prepared(data: ml_collections.ConfigDict) -> str:
+  """How to prepare a downloadable TFDS dataset."""
+  if data.source.split("/")[0] == "imagenet2012":
+    return _imagenet_instructions(data)
+  root = _tfds_root(data)
+  return (f"TFDS dataset {data.source!r} is not prepared in data_dir {root}."
+          f" Run `tfds build {data.source} --data_dir={root}` (downloads it;"
+          " needs internet), or point data.data_dir at a prepared copy.")
+
+
+def _tfds_problems(data: ml_collections.ConfigDict) -> list[str]:
+  """Whether the TFDS source can be read, without reading any example.
+
+  The probe is `DatasetBuilder.as_dataset` for each split in use: it fails
+  fast on unprepared data or unknown split names, and it is what
+  `tfds.testing.mock_data` patches, so mocked datasets count as usable.
+  """
+  try:
+    builder = _tfds_builder(data)
+  except tfds.core.DatasetNotFoundError:
+    return [f"{data.source!r} is not a TFDS dataset name (nor folder:PATH or"
+            " builtin:skimage)."]
+  if "image" not in builder.info.features:
+    return [f"TFDS dataset {data.source!r} has no 'image' feature (features:"
+            f" {sorted(builder.info.features)})."]
+  failures = []
+  try:
+    splits = [data.train_split, _tfds_eval_split(data)]
+  except ValueError as e:
+    return [str(e)]
+  for split in splits:
+    try:
+      builder.as_dataset(split=split,
+                         decoders={"image": tfds.decode.SkipDecoding()})
+    except Exception as e:  # pylint: disable=broad-except
+      # Reported, not raised: TFDS signals missing data with AssertionError,
+      # bad split names with ValueError/KeyError, I/O with tf.errors.
+      failures.append(f"{split!r}: {e}")
+  if failures and not builder.is_prepared():
+    return [_tfds_not_prepared(data)]
+  return [f"TFDS dataset {data.source!r} cannot read split {failure}"
+          for failure in failures]
+
+
+def _call_with_deadline(fn: Callable[[], list[str]], timeout_s: float,
+                        what: str) -> list[str]:
+  """Runs a check in a daemon thread, reporting a problem if it hangs.
+
+  Needed because a gs:// data_dir on a machine without network or
+  credentials can make TF's GCS client retry for minutes.
+  """
+  result: list[list[str]] = []
+
+  def run() -> None:
+    try:
+      result.append(fn())
+    except Exception as e:  # pylint: disable=broad-except
+      result.append([f"{what} failed: {type(e).__name__}: {e}"])
+
+  worker = threading.Thread(target=run, daemon=True)
+  worker.start()
+  worker.join(timeout_s)
+  if not result:
+    return [f"{what} did not answer within {timeout_s:.0f} s (unreachable"
+            " data_dir, e.g. gs:// without network or credentials?)."]
+  return result[0]
+
+
+# --------------------------------------------------------------------------
+# Source: image folder.
+# --------------------------------------------------------------------------
+
+
+class _SkippedFiles:
+  """Thread-safe set of image files that could not be decoded."""
+
+  def __init__(self) -> None:
+    self._lock = threading.Lock()
+    self._paths: set[str] = set()
+
+  def add(self, path: str) -> bool:
+    """Records path; True the first time it is seen."""
+    with self._lock:
+      is_new = path not in self._paths
+      self._paths.add(path)
+      return is_new
+
+  def count(self) -> int:
+    """Number of distinct files recorded."""
+    with self._lock:
+      return len(self._paths)
+
+
+_SKIPPED = _SkippedFiles()
+
+
+def skipped_images() -> int:
+  """Number of distinct image files skipped as undecodable in this process.
+
+  A corrupt file is read again every epoch but counted (and warned about)
+  once. Only the folder source counts; TFDS data is validated when prepared.
+  """
+  return _SKIPPED.count()
+
+
+def _is_image_file(name: str) -> bool:
+  """Whether the file name has an image extension (any letter case)."""
+  return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _list_images(root: str) -> list[str]:
+  """All image files under root, at any depth, sorted."""
+  found = []
+  for dirpath, _, filenames in tf.io.gfile.walk(root):
+    found.extend(os.path.join(dirpath, name) for name in filenames
+                 if _is_image_file(name))
+  return sorted(found)
+
+
+def _subfolders(root: str) -> set[str]:
+  """Names of the folders directly inside root."""
+  return {name.rstrip("/") for name in tf.io.gfile.listdir(root)
+          if tf.io.gfile.isdir(os.path.join(root, name))}
+
+
+def _folder_root(data: ml_collections.ConfigDict) -> str:
+  """PATH of a folder:PATH source."""
+  return data.source[len(FOLDER_PREFIX):]
+
+
+def _folder_files(data: ml_collections.ConfigDict, role: str) -> list[str]:
+  """Sorted image files of the train or eval split of a folder source.
+
+  Raises:
+    ValueError: the folder is missing, or it has split folders but not the
+      one the config names (rather than guessing which one was meant).
+  """
+  root = _folder_root(data)
+  if not tf.io.gfile.isdir(root):
+    raise ValueError(f"Image folder {root} does not exist.")
+  subfolders = _subfolders(root)
+  wanted = data.train_split if role == "train" else data.eval_split
+  split_folders = subfolders & (
+      _COMMON_SPLIT_NAMES | {data.train_split, data.eval_split})
+  if not split_folders:
+    files = _list_images(root)
+    if role == "eval":
+      return files[::FLAT_FOLDER_EVAL_EVERY]
+    return [f for i, f in enumerate(files) if i % FLAT_FOLDER_EVAL_EVERY]
+  if wanted not in subfolders:
+    raise ValueError(
+        f"Image folder {root} has split folders {sorted(split_folders)} but"
+        f" no {wanted!r} folder for data.{role}_split; set data.{role}_split"
+        " to one of them.")
+  return _list_images(os.path.join(root, wanted))
+
+
+def _read_rgb(path: bytes) -> np.ndarray:
+  """Decodes any PIL-readable file to RGB uint8; empty [0, 0, 3] on failure.
+
+  PIL sniffs the format from the content (a PNG named .JPEG is fine) and
+  converts grayscale, palette, CMYK and RGBA (alpha dropped) to RGB.
+  """
+  name = path.decode()
+  try:
+    with Image.open(io.BytesIO(_read_bytes(name))) as image:
+      return np.asarray(image.convert("RGB"), np.uint8)
+  except Exception as e:  # pylint: disable=broad-except
+    # Corrupt files raise many types (OSError, SyntaxError, ValueError, ...);
+    # one bad file must not stop training.
+    if _SKIPPED.add(name):
+      logging.warning("Skipping undecodable image %s: %s", name, e)
+    return np.zeros((0, 0, 3), np.uint8)
+
+
+def _decode_files(paths: tf.data.Dataset,
+                  data: ml_collections.ConfigDict) -> tf.data.Dataset:
+  """Decodes files in parallel with PIL, dropping the undecodable ones."""
+  def decode(path: tf.Tensor) -> tf.Tensor:
+    image = tf.numpy_function(_read_rgb, [path], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, [None, None, 3])
+  images = paths.map(decode, num_parallel_calls=_parallelism(data))
+  return images.filter(lambda image: tf.size(image) > 0)
+
+
+def _paths_dataset(paths: Sequence[str]) -> tf.data.Dataset:
+  """A dataset of file names (typed, so that an empty list works too)."""
+  return tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+
+
+def _folder_train_images(data: ml_collections.ConfigDict, *, seed: int,
+                         process_index: int,
+                         process_count: int) -> tf.data.Dataset:
+  """Endless decoded training images of this process's share of the files.
+
+  The file list is fully reshuffled every epoch, so no shuffle buffer of
+  decoded images is needed (data.shuffle_buffer is unused here).
+  """
+  files = _process_share(_folder_files(data, "train"), process_index,
+                         process_count)
+  if not files:
+    raise ValueError(f"No training images for process {process_index} in"
+                     f" {data.source}.")
+  paths = _paths_dataset(files).shuffle(
+      len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+  return _decode_files(paths, data)
+
+
+def _folder_eval_images(data: ml_collections.ConfigDict, *, process_index: int,
+                        process_count: int) -> tf.data.Dataset:
+  """Decoded eval images of this process's share, in sorted file order."""
+  files = _eval_subset(_folder_files(data, "eval"), data)
+  return _decode_files(
+      _paths_dataset(_process_share(files, process_index, process_count)),
+      data)
+
+
+def _folder_problems(data: ml_collections.ConfigDict) -> list[str]:
+  """Whether the folder exists and both splits hold at least one image."""
+  if not tf.io.gfile.isdir(_folder_root(data)):
+    return [f"Image folder {_folder_root(data)} does not exist."]
+  problems = []
+  for role in ("train", "eval"):
+    try:
+      files = _folder_files(data, role)
+    except ValueError as e:
+      problems.append(str(e))
+      continue
+    if not files:
+      problems.append(f"No images ({', '.join(IMAGE_EXTENSIONS)}) for the"
+                      f" {role} split of {data.source}.")
+  return problems
+
+
+# --------------------------------------------------------------------------
+# Source: photos bundled with scikit-image.
+# --------------------------------------------------------------------------
+
+
+def _skimage_data_dir() -> str:
+  """The folder of scikit-image's sample data (imported only when used)."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  return os.path.dirname(skimage.data.__file__)
+
+
+def _check_builtin_name(data: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for a builtin source other than builtin:skimage."""
+  if data.source != f"{BUILTIN_PREFIX}skimage":
+    raise ValueError(f"Unknown builtin source {data.source!r}; only"
+                     " builtin:skimage exists.")
+
+
+def _skimage_photos(names: Sequence[str]) -> list[str]:
+  """Paths of the named photos that exist, sorted by name."""
+  root = _skimage_data_dir()
+  return [os.path.join(root, n) for n in sorted(names)
+          if os.path.isfile(os.path.join(root, n))]
+
+
+@functools.lru_cache(maxsize=None)
+def _load_photo(path: str) -> np.ndarray:
+  """A photo as RGB uint8 [H, W, 3]; cached as the photos are small."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"), np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PhotoBank:
+  """Photos of different sizes packed into one flat tensor for tf.data."""
+  pixels: tf.Tensor  # uint8 [sum of H*W*3]
+  shapes: tf.Tensor  # int64 [n, 2]: (H, W)
+  starts: tf.Tensor  # int64 [n]: offset of each photo in pixels
+
+  @classmethod
+  def of(cls, photos: Sequence[np.ndarray]) -> _PhotoBank:
+    sizes = [p.size for p in photos]
+    return cls(
+        pixels=tf.constant(np.concatenate([p.reshape(-1) for p in photos])),
+        shapes=tf.constant([p.shape[:2] for p in photos], tf.int64),
+        starts=tf.constant(np.cumsum([0] + sizes[:-1]), tf.int64))
+
+  def crop(self, index: tf.Tensor, y: tf.Tensor, x: tf.Tensor,
+           side: tf.Tensor) -> tf.Tensor:
+    """The side x side square at (y, x) of photo ``index``."""
+    height, width = tf.unstack(self.shapes[index])
+    start = self.starts[index]
+    photo = tf.reshape(self.pixels[start:start + height * width * 3],
+                       tf.stack([height, width, 3]))
+    return tf.slice(photo, tf.stack([y, x, 0]), tf.stack([side, side, 3]))
+
+
+def _builtin_train_images(data: ml_collections.ConfigDict, *, seed: int,
+                          process_index: int,
+                          process_count: int) -> tf.data.Dataset:
+  """Endless random square crops of this process's training photos.
+
+  Each crop picks a photo uniformly, a side uniformly in
+  ``data.builtin_scales`` times the photo's shorter side, and a uniform
+  position; all from a stateless seed of (seed, process, crop number).
+  """
+  _check_builtin_name(data)
+  paths = _skimage_photos(SKIMAGE_TRAIN_PHOTOS)
+  if len(paths) < MIN_SKIMAGE_TRAIN_PHOTOS:
+    raise ValueError(f"Only {len(paths)} scikit-image training photos found"
+                     f" in {_skimage_data_dir()}.")
+  shard = _process_share(paths, process_index, process_count)
+  if not shard:
+    raise ValueError(f"{len(paths)} builtin photos cannot be shared by"
+                     f" {process_count} processes.")
+  bank = _PhotoBank.of([_load_photo(p) for p in shard])
+  low, high = data.builtin_scales
+  base_seed = _stream_seed(seed, process_index, _BUILTIN_CROP_STREAM)
+
+  def random_crop(counter: tf.Tensor) -> tf.Tensor:
+    pick_seed, scale_seed, y_seed, x_seed = tf.unstack(
+        tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(base_seed, counter), 4))
+    index = tf.random.stateless_uniform([], pick_seed, 0, len(shard),
+                                        dtype=tf.int64)
+    height, width = tf.unstack(bank.shapes[index])
+    shorter = tf.minimum(height, width)
+    scale = tf.random.stateless_uniform([], scale_seed, low, high)
+    side = tf.clip_by_value(
+        tf.cast(tf.round(scale * tf.cast(shorter, tf.float32)), tf.int64),
+        1, shorter)
+    y = tf.random.stateless_uniform([], y_seed, 0, height - side + 1,
+                                    dtype=tf.int64)
+    x = tf.random.stateless_uniform([], x_seed, 0, width - side + 1,
+                                    dtype=tf.int64)
+    return bank.crop(index, y, x, side)
+
+  return tf.data.Dataset.counter().map(
+      random_crop, num_parallel_calls=_parallelism(data))
+
+
+def _builtin_eval_boxes(photos: Sequence[np.ndarray]
+                       ) -> list[tuple[int, int, int, int]]:
+  """Fixed eval crops as (photo, y, x, side), five per photo.
+
+  Per photo: the centred square of the full shorter side, then the
+  top-left, top-right, bottom-left and bottom-right squares of 0.6 x the
+  shorter side. With the three held-out photos that is 15 eval images, which
+  cover both whole scenes and zoomed-in detail.
+  """
+  boxes = []
+  for index, photo in enumerate(photos):
+    height, width = photo.shape[:2]
+    shorter = min(height, width)
+    boxes.append((index, (height - shorter) // 2, (width - shorter) // 2,
+                  shorter))
+    side = round(BUILTIN_EVAL_CORNER_FRACTION * shorter)
+    for y in (0, height - side):
+      for x in (0, width - side):
+        boxes.append((index, y, x, side))
+  return boxes
+
+
+def _builtin_eval_setup(data: ml_collections.ConfigDict
+                       ) -> tuple[_PhotoBank, list[tuple[int, int, int, int]]]:
+  """The held-out photos and the (capped) list of eval crop boxes."""
+  _check_builtin_name(data)
+  photos = [_load_photo(p) for p in _skimage_photos(SKIMAGE_EVAL_PHOTOS)]
+  if not photos:
+    raise ValueError("No held-out scikit-image photos found in"
+                     f" {_skimage_data_dir()}.")
+  return _PhotoBank.of(photos), _eval_subset(_builtin_eval_boxes(photos), data)
+
+
+def _builtin_eval_images(data: ml_collections.ConfigDict, *,
+                         process_index: int,
+                         process_count: int) -> tf.data.Dataset:
+  """This process's share of the fixed eval crops."""
+  bank, boxes = _builtin_eval_setup(data)
+  shard = _process_share(boxes, process_index, process_count)
+  ds = tf.data.Dataset.from_tensor_slices(
+      tf.constant(shard, tf.int64, shape=[len(shard), 4]))
+  return ds.map(lambda box: bank.crop(*tf.unstack(box)))
+
+
+def _builtin_problems(data: ml_collections.ConfigDict) -> list[str]:
+  """Whether scikit-image and enough of its photos are available."""
+  try:
+    _check_builtin_name(data)
+    root = _skimage_data_dir()
+  except (ValueError, ImportError) as e:
+    return [f"{data.source}: {e}"]
+  problems = []
+  found = len(_skimage_photos(SKIMAGE_TRAIN_PHOTOS))
+  if found < MIN_SKIMAGE_TRAIN_PHOTOS:
+    problems.append(f"Only {found} of the scikit-image training photos are in"
+                    f" {root}; need {MIN_SKIMAGE_TRAIN_PHOTOS}.")
+  if not _skimage_photos(SKIMAGE_EVAL_PHOTOS):
+    problems.append(f"None of {SKIMAGE_EVAL_PHOTOS} is in {root}.")
+  low, high = data.builtin_scales
+  if not 0 < low <= high <= 1:
+    problems.append(f"data.builtin_scales={data.builtin_scales} must satisfy"
+                    " 0 < low <= high <= 1.")
+  return problems
+
+
+# --------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------
+
+
+def _source_kind(data: ml_collections.ConfigDict) -> str:
+  """'folder', 'builtin' or 'tfds' (anything else is a TFDS name)."""
+  if data.source.startswith(FOLDER_PREFIX):
+    return "folder"
+  if data.source.startswith(BUILTIN_PREFIX):
+    return "builtin"
+  return "tfds"
+
+
+def _mean_file_problems(data: ml_collections.ConfigDict) -> list[str]:
+  """A missing mean file would only surface when the pipeline is traced."""
+  if data.mean_file and not tf.io.gfile.exists(data.mean_file):
+    return [f"data.mean_file {data.mean_file} does not exist."]
+  return []
+
+
+def check_source(data: ml_collections.ConfigDict) -> list[str]:
+  """Human-readable problems that would stop training; empty when usable.
+
+  Reads no examples and needs no network for local paths: TFDS builders are
+  made with ``try_gcs=False`` (and TFDS 4.9 keeps its GCS lookups disabled by
+  default); the TFDS part is bounded by a timeout in case a gs:// data_dir
+  hangs. Under `tfds.testing.mock_data` a TFDS source counts as usable.
+  """
+  problems = _mean_file_problems(data)
+  kind = _source_kind(data)
+  if kind == "folder":
+    problems += _folder_problems(data)
+  elif kind == "builtin":
+    problems += _builtin_problems(data)
+  else:
+    problems += _call_with_deadline(
+        lambda: _tfds_problems(data), _TFDS_CHECK_TIMEOUT_S,
+        f"Checking TFDS dataset {data.source!r}")
+  return problems
+
+
+def train_iterator(data: ml_collections.ConfigDict,
+                   *,
+                   local_batch_size: int,
+                   seed: int,
+                   process_index: int = 0,
+                   process_count: int = 1) -> Iterator[Batch]:
+  """Endless training batches ``{'image': float32 [B, crop, crop, 3]}``.
+
+  BGR, mean-subtracted (see `caffe_preprocess`). Reshuffled every epoch and
+  deterministic for a given (seed, process_index, process_count).
+  """
+  readers = {"tfds": _tfds_train_images, "folder": _folder_train_images,
+             "builtin": _builtin_train_images}
+  images = readers[_source_kind(data)](
+      data, seed=seed, process_index=process_index,
+      process_count=process_count)
+  base_seed = _stream_seed(seed, process_index, _PREPROCESS_STREAM)
+
+  def preprocess(position: tf.Tensor, image: tf.Tensor) -> dict[str, tf.Tensor]:
+    example_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
+    return {"image": caffe_preprocess(image, data=data, train=True,
+                                      seed=example_seed)}
+
+  ds = images.enumerate().map(preprocess,
+                              num_parallel_calls=_parallelism(data))
+  return _finalize(ds.batch(local_batch_size, drop_remainder=True), data)
+
+
+def eval_num_examples(data: ml_collections.ConfigDict) -> int:
+  """Number of eval examples over all processes (after eval_num_images).
+
+  Counts files/records; a folder file found undecodable later is skipped,
+  so the number of True mask entries can be smaller.
+  """
+  kind = _source_kind(data)
+  if kind == "tfds":
+    return _tfds_eval_num_examples(data)
+  if kind == "folder":
+    return len(_eval_subset(_folder_files(data, "eval"), data))
+  return len(_builtin_eval_setup(data)[1])
+
+
+def eval_num_batches(data: ml_collections.ConfigDict, *,
+                     local_batch_size: int, process_count: int = 1) -> int:
+  """Batches every process yields from `eval_iterator` (same for all).
+
+  The largest process share has ceil(examples / process_count) examples,
+  both for TFDS even splits and for ``files[index::count]``.
+  """
+  largest_share = math.ceil(eval_num_examples(data) / process_count)
+  return math.ceil(largest_share / local_batch_size)
+
+
+def eval_iterator(data: ml_collections.ConfigDict,
+                  *,
+                  local_batch_size: int,
+                  process_index: int = 0,
+                  process_count: int = 1) -> Iterator[Batch]:
+  """Finite eval batches ``{'image': [B, crop, crop, 3], 'mask': bool [B]}``.
+
+  Centre crops, no mirroring, no shuffling. Batches are padded with zero
+  images whose mask is False, and every process yields exactly
+  `eval_num_batches` batches (whole padding batches where its share is
+  shorter), so a multi-host eval loop stays in lockstep.
+  """
+  readers = {"tfds": _tfds_eval_images, "folder": _folder_eval_images,
+             "builtin": _builtin_eval_images}
+  images = readers[_source_kind(data)](
+      data, process_index=process_index, process_count=process_count)
+  num_batches = eval_num_batches(data, local_batch_size=local_batch_size,
+                                 process_count=process_count)
+
+  def preprocess(image: tf.Tensor) -> dict[str, tf.Tensor]:
+    return {"image": caffe_preprocess(image, data=data, train=False),
+            "mask": tf.constant(True)}
+
+  crop = data.crop_size
+  padding = tf.data.Dataset.from_tensors({
+      "image": tf.zeros([crop, crop, 3], tf.float32),
+      "mask": tf.constant(False),
+  }).repeat()
+  ds = images.map(preprocess, num_parallel_calls=_parallelism(data))
+  ds = ds.concatenate(padding).take(num_batches * local_batch_size)
+  return _finalize(ds.batch(local_batch_size), data)
