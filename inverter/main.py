@@ -1,0 +1,62 @@
+r"""Command line: train or evaluate an inverter.
+
+  python -m inverter.main --config=configs/fc6.py --workdir=/tmp/fc6
+  python -m inverter.main --config=configs/fc6.py:demo --workdir=/tmp/demo \
+      --config.num_train_steps=2000
+  python -m inverter.main --config=configs/fc6.py --workdir=/tmp/fc6 --mode=eval
+
+Rerunning with the same workdir resumes from its latest checkpoint.
+"""
+
+import logging as logging_std
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from inverter import encoder_weights, preflight, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                  "train (and evaluate at the end) or evaluate the latest"
+                  " checkpoint only.")
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/fc6.py or configs/fc6.py:demo.",
+    lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops routine INFO records from Orbax, whose per-save chatter would bury
+  the training progress lines; warnings and errors still pass."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or (
+        "/orbax/" not in record.pathname)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # tf.data only; keep TensorFlow off accelerators that JAX owns.
+  tf.config.set_visible_devices([], "GPU")
+  config = FLAGS.config
+  logging.info("Config:\n%s", config)
+  run = train.train_and_evaluate if FLAGS.mode == "train" else train.evaluate
+  try:
+    metrics = run(config, FLAGS.workdir)
+  except (preflight.PreflightError, encoder_weights.EncoderWeightsError,
+          train.WorkdirMismatchError, train.DivergedError,
+          FileNotFoundError) as e:
+    print(f"\nERROR: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"normalized reconstruction error ({config.layer}, step"
+        f" {metrics['step']}, {metrics['num_images']} images):"
+        f" {metrics['normalized_error']:.4f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,197 @@
+"""The configuration every inverter config file shares.
+
+`configs/<layer>.py` files call `get_config(layer, arg)`. `arg` is the text
+after the colon in `--config=configs/fc6.py:ARG`: comma-separated presets and
+key=value overrides, e.g. `demo`, `demo,arch=alexnet`, `arch=alexnet`.
+
+Presets:
+  (none)  the paper's setup: caffenet on ImageNet (TFDS imagenet2012) at
+          227x227, ported pretrained weights required, batch 64, Adam 1e-4.
+  demo    offline on 2 CPU cores in minutes: a reduced AlexNet-shaped encoder,
+          randomly initialised (stated in logs and outputs), 64x64 crops of
+          the photographs shipped with scikit-image.
+  test    a tiny model for the test suite (seconds per run).
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from inverter.models import alexnet
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+# The paper trained shallow inverters for about 15 epochs and deep ones for
+# up to 60; these are the epochs per layer the default configs use.
+_EPOCHS = {"conv1": 15, "conv2": 15, "conv3": 30, "conv4": 30, "conv5": 30,
+           "fc6": 60, "fc7": 60, "fc8": 60, "prob": 60}
+
+DEFAULT_WEIGHTS_DIR = os.path.join("~", ".cache", "inverter", "encoders")
+
+
+def parse_arg(arg: str | None) -> dict[str, object]:
+  """'demo,arch=alexnet' -> {'demo': True, 'arch': 'alexnet'}."""
+  out: dict[str, object] = {}
+  for token in (arg or "").split(","):
+    token = token.strip()
+    if not token:
+      continue
+    key, sep, value = token.partition("=")
+    out[key.strip()] = value.strip() if sep else True
+  return out
+
+
+_KNOWN_ARGS = ("demo", "test", "arch", "source")
+
+
+def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  alexnet.check_layer(layer)
+  args = parse_arg(arg)
+  unknown = sorted(set(args) - set(_KNOWN_ARGS))
+  if unknown:
+    raise ValueError(f"Unknown config argument(s) {unknown}; known:"
+                     f" {', '.join(_KNOWN_ARGS)} (e.g. configs/fc6.py:demo).")
+  if args.get("demo") and args.get("test"):
+    raise ValueError("Choose at most one of the presets 'demo' and 'test'.")
+  arch = str(args.get("arch", "caffenet"))
+  alexnet.check_arch(arch)
+
+  c = ml_collections.ConfigDict()
+  c.layer = layer
+  c.seed = 0
+  c.preset = "demo" if args.get("demo") else "test" if args.get("test") else "paper"
+
+  c.encoder = ml_collections.ConfigDict(dict(
+      arch=arch,
+      input_size=227,
+      conv1_kernel=11,
+      conv1_stride=4,
+      conv1_padding=0,
+      widths=(96, 256, 384, 384, 256),
+      fc_width=4096,
+      num_classes=1000,
+      groups=2,
+      group_impl="auto",
+      lrn=dict(size=5, alpha=1e-4, beta=0.75, k=1.0),
+      # Path to encoder weights (see README, "Encoder weights"), or 'random'.
+      weights=os.path.join(DEFAULT_WEIGHTS_DIR, arch),
+      init_seed=0,
+      # Activation to invert; '' means the layer's default tap.
+      tap="",
+  ))
+
+  c.decoder = ml_collections.ConfigDict(dict(
+      fc_widths=(4096, 4096, 4096),
+      start_shape=(4, 4, 256),
+      conv_channels=(256, 256, 256),
+      # Empty: halve the width at each up-convolution, ending with 3.
+      upconv_channels=(),
+      kernel_size=5,
+      leak=0.2,
+      # How up-convolutions run (same results): 'auto', 'xla', 'subpixel'.
+      upconv_impl="auto",
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="imagenet2012",
+      data_dir=ml_collections.FieldReference(None, field_type=str),
+      manual_dir=ml_collections.FieldReference(None, field_type=str),
+      train_split="train",
+      eval_split="validation",
+      resize_size=256,
+      crop_size=227,
+      mirror=True,
+      mean=(104.0, 117.0, 123.0),
+      mean_file=ml_collections.FieldReference(None, field_type=str),
+      shuffle_buffer=10_000,
+      num_parallel_calls=-1,
+      prefetch=2,
+      eval_num_images=10_000,
+      builtin_scales=(0.2, 1.0),
+  ))
+
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.num_train_steps = _EPOCHS[layer] * IMAGENET_TRAIN_IMAGES // c.batch_size
+  c.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4,
+      b1=0.9,
+      b2=0.999,
+      # 'step': multiply by decay_factor at each fraction in decay_at;
+      # 'cosine': cosine decay to 0 after warmup; 'constant'.
+      schedule="step",
+      decay_at=(0.6, 0.8, 0.9),
+      decay_factor=0.5,
+      warmup_steps=0,
+  ))
+  c.compute_dtype = "float32"  # 'bfloat16' on TPU halves memory and time.
+
+  c.log_every_steps = 100
+  c.eval_every_steps = 10_000
+  c.checkpoint_every_steps = 5_000
+  c.keep_checkpoints = 3
+  c.num_grid_images = 8
+
+  if c.preset == "demo":
+    _apply_demo(c, layer)
+  elif c.preset == "test":
+    _apply_test(c)
+  if "source" in args:
+    c.data.source = str(args["source"])
+  return c
+
+
+def _reduced_encoder(c: ml_collections.ConfigDict, input_size: int,
+                     widths: tuple[int, ...], fc_width: int) -> None:
+  c.encoder.input_size = input_size
+  c.encoder.conv1_kernel = 5
+  c.encoder.conv1_stride = 2 if input_size > 32 else 1
+  c.encoder.conv1_padding = 2
+  c.encoder.widths = widths
+  c.encoder.fc_width = fc_width
+  c.encoder.num_classes = 100
+  c.encoder.weights = "random"
+  c.data.resize_size = input_size
+  c.data.crop_size = input_size
+
+
+def _apply_demo(c: ml_collections.ConfigDict, layer: str) -> None:
+  _reduced_encoder(c, 64, (48, 128, 192, 192, 128), 1024)
+  c.decoder.fc_widths = (1024, 1024, 1024)
+  c.decoder.start_shape = (4, 4, 64)
+  c.decoder.conv_channels = (128, 128, 128)
+  c.data.source = "builtin:skimage"
+  c.data.eval_num_images = -1
+  c.data.shuffle_buffer = 256
+  c.batch_size = 32
+  c.eval_batch_size = 16
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "cosine"
+  c.optimizer.warmup_steps = 50
+  c.num_train_steps = 3000 if layer in alexnet.FC_LAYERS else 1200
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 250
+  c.num_grid_images = 15
+
+
+def _apply_test(c: ml_collections.ConfigDict) -> None:
+  _reduced_encoder(c, 32, (8, 16, 16, 16, 16), 64)
+  c.encoder.num_classes = 10
+  c.decoder.fc_widths = (64, 256)
+  c.decoder.start_shape = (4, 4, 16)
+  c.decoder.conv_channels = (16,)
+  c.data.source = "builtin:skimage"
+  c.data.eval_num_images = 8
+  c.data.shuffle_buffer = 16
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "constant"
+  c.num_train_steps = 4
+  c.log_every_steps = 2
+  c.eval_every_steps = 4
+  c.checkpoint_every_steps = 2
+  c.num_grid_images = 4

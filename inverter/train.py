@@ -1,0 +1,421 @@
+"""Training and evaluation of a feature inverter.
+
+`train_and_evaluate(config, workdir)` trains an up-convolutional decoder to map
+the frozen encoder's features at `config.layer` back to the input image with an
+L2 pixel loss, evaluates it, and resumes automatically from the latest
+checkpoint in `workdir`. `evaluate(config, workdir)` evaluates the latest
+checkpoint only.
+
+One jitted step runs over a mesh of all devices: the batch is sharded on the
+`data` axis, parameters and optimizer state are replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, periodic_actions
+from etils import epath
+from flax.training import train_state
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from inverter import encoder_weights, evaluation, images, input_pipeline
+from inverter import preflight
+from inverter.models import alexnet, decoder as decoder_lib
+
+TrainState = train_state.TrainState
+
+# Config fields that define what a checkpoint in a workdir contains; a rerun
+# whose config differs in any of them must not reuse that workdir.
+_IDENTITY_FIELDS = ("layer", "encoder", "decoder")
+
+
+class DivergedError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a different experiment."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Everything fixed for a run: models, mesh, frozen encoder params."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  encoder: alexnet.AlexNet
+  decoder: decoder_lib.UpconvDecoder
+  tap: str
+  feature_shape: tuple[int, ...]
+  output_size: int
+  encoder_params: Any
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def data_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P("data"))
+
+
+def _dtype(config) -> Any:
+  return jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+
+
+def setup(config: ml_collections.ConfigDict) -> Experiment:
+  """Builds models and mesh and loads the frozen encoder."""
+  # Auto axes: XLA propagates shardings from the inputs (batch on `data`).
+  mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  encoder = alexnet.from_config(config.encoder, dtype=_dtype(config))
+  tap = preflight.resolved_tap(config)
+  feature_shape = alexnet.tap_shapes(encoder)[tap]
+  size = config.encoder.input_size
+  resolved = decoder_lib.resolve(config.decoder, feature_shape, size)
+  decoder = decoder_lib.from_config(config.decoder, feature_shape, size,
+                                    dtype=_dtype(config))
+  params = encoder_weights.load(config.encoder, encoder)
+  params = jax.device_put(params, NamedSharding(mesh, P()))
+  return Experiment(config, mesh, encoder, decoder, tap, feature_shape,
+                    resolved["output_size"], params)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  opt = config.optimizer
+  total = config.num_train_steps
+  if opt.schedule == "constant":
+    main = optax.constant_schedule(opt.learning_rate)
+  elif opt.schedule == "step":
+    main = optax.piecewise_constant_schedule(
+        opt.learning_rate,
+        {int(f * total) - opt.warmup_steps: opt.decay_factor
+         for f in opt.decay_at})
+  else:
+    main = optax.cosine_decay_schedule(
+        opt.learning_rate, max(1, total - opt.warmup_steps))
+  if not opt.warmup_steps:
+    return main
+  warmup = optax.linear_schedule(0.0, opt.learning_rate, opt.warmup_steps)
+  return optax.join_schedules([warmup, main], [opt.warmup_steps])
+
+
+def targets_for(images_: jax.Array, output_size: int) -> jax.Array:
+  """The input images as the loss sees them: resized to the decoder output
+  (antialiased bilinear) where that differs from the input size."""
+  if images_.shape[1] == output_size:
+    return images_
+  shape = (images_.shape[0], output_size, output_size, images_.shape[3])
+  return jax.image.resize(images_, shape, "linear", antialias=True)
+
+
+def features(exp: Experiment, encoder_params: Any, images_: jax.Array):
+  taps = exp.encoder.apply({"params": encoder_params}, images_, until=exp.tap)
+  return jax.lax.stop_gradient(taps[exp.tap])
+
+
+def create_train_state(exp: Experiment, seed: int) -> TrainState:
+  tx = optax.adam(learning_rate_schedule(exp.config),
+                  b1=exp.config.optimizer.b1, b2=exp.config.optimizer.b2)
+  dummy = jnp.zeros((1, *exp.feature_shape), jnp.float32)
+
+  @functools.partial(jax.jit, out_shardings=exp.replicated)
+  def init(key):
+    params = exp.decoder.init(key, dummy)["params"]
+    return TrainState.create(apply_fn=exp.decoder.apply, params=params, tx=tx)
+
+  return init(jax.random.key(seed))
+
+
+def make_train_step(exp: Experiment):
+  """(state, encoder_params, images) -> (state, loss); state is donated."""
+
+  def loss_fn(params, encoder_params, images_):
+    feats = features(exp, encoder_params, images_)
+    recon = exp.decoder.apply({"params": params}, feats)
+    return jnp.mean(jnp.square(recon - targets_for(images_, exp.output_size)))
+
+  def step(state, encoder_params, images_):
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, encoder_params,
+                                              images_)
+    return state.apply_gradients(grads=grads), loss
+
+  return jax.jit(step, donate_argnums=0,
+                 in_shardings=(exp.replicated, exp.replicated,
+                               exp.data_sharding),
+                 out_shardings=(exp.replicated, exp.replicated))
+
+
+def make_eval_step(exp: Experiment):
+  """(params, encoder_params, images, mask) -> (error sums, recons, targets)."""
+
+  def step(params, encoder_params, images_, mask):
+    recon = exp.decoder.apply({"params": params},
+                              features(exp, encoder_params, images_))
+    target = targets_for(images_, exp.output_size)
+    return evaluation.batch_sums(target, recon, mask), recon, target
+
+  return jax.jit(step, in_shardings=(exp.replicated, exp.replicated,
+                                     exp.data_sharding, exp.data_sharding))
+
+
+def global_batch(exp: Experiment, local: np.ndarray) -> jax.Array:
+  return jax.make_array_from_process_local_data(exp.data_sharding, local)
+
+
+def _local_batch_size(global_size: int) -> int:
+  return global_size // jax.process_count()
+
+
+def evaluate_state(exp: Experiment, params: Any, step: int,
+                   workdir: epath.Path, writer=None) -> dict[str, Any]:
+  """Evaluates on the eval split; writes eval/metrics.json and PNG grids."""
+  config = exp.config
+  eval_step = make_eval_step(exp)
+  batches = input_pipeline.eval_iterator(
+      config.data, local_batch_size=_local_batch_size(config.eval_batch_size),
+      process_index=jax.process_index(), process_count=jax.process_count())
+  acc = evaluation.ErrorAccumulator()
+  shown_t, shown_r = [], []
+  start = time.monotonic()
+  for batch in batches:
+    sums, recon, target = eval_step(
+        params, exp.encoder_params, global_batch(exp, batch["image"]),
+        global_batch(exp, batch["mask"]))
+    acc.add(sums)
+    if sum(len(t) for t in shown_t) < config.num_grid_images:
+      mask = multihost_utils.process_allgather(
+          global_batch(exp, batch["mask"]), tiled=True)
+      shown_t.append(np.asarray(multihost_utils.process_allgather(
+          target, tiled=True))[mask])
+      shown_r.append(np.asarray(multihost_utils.process_allgather(
+          recon, tiled=True))[mask])
+  metrics = dict(step=int(step), layer=config.layer, tap=exp.tap,
+                 **acc.result(),
+                 encoder=config.encoder.arch,
+                 encoder_weights=config.encoder.weights,
+                 data=config.data.source, split=config.data.eval_split,
+                 output_size=exp.output_size,
+                 error_space="BGR mean-subtracted 0-255 (= RGB 0-255 pixel"
+                             " distances) at the decoder output size",
+                 skipped_corrupt_images=input_pipeline.skipped_images(),
+                 eval_seconds=time.monotonic() - start)
+  logging.info("Eval at step %d: normalized error %.4f over %d images (%s).",
+               step, metrics["normalized_error"], metrics["num_images"],
+               "RANDOM encoder" if encoder_weights.is_random(
+                   config.encoder.weights) else config.encoder.weights)
+  n = config.num_grid_images
+  grid = None
+  if shown_t:
+    to_rgb = functools.partial(input_pipeline.to_rgb_uint8, data=config.data)
+    grid = images.pair_grid(to_rgb(np.concatenate(shown_t)[:n]),
+                            to_rgb(np.concatenate(shown_r)[:n]))
+  if jax.process_index() == 0:
+    eval_dir = workdir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if grid is not None:
+      images.write_png(eval_dir / f"reconstructions_step{step:08d}.png", grid)
+      images.write_png(eval_dir / "reconstructions.png", grid)
+  if writer is not None:
+    writer.write_scalars(step, {f"eval/{k}": metrics[k] for k in (
+        "normalized_error", "mean_l2_error", "rmse_per_pixel_value")})
+    if grid is not None:
+      writer.write_images(step, {"eval/input_vs_reconstruction": grid[None]})
+  return metrics
+
+
+def _checkpoint_manager(workdir: epath.Path, config) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      workdir / "checkpoints",
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.keep_checkpoints,
+          save_interval_steps=config.checkpoint_every_steps,
+          enable_async_checkpointing=True,
+          create=True))
+
+
+def _restore(manager: ocp.CheckpointManager, state: TrainState,
+             step: int) -> TrainState:
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  ident = {k: config[k].to_dict() if hasattr(config[k], "to_dict")
+           else config[k] for k in _IDENTITY_FIELDS}
+  ident["encoder"] = encoder_weights.architecture(config.encoder) | {
+      "tap": preflight.resolved_tap(config),
+      "weights": config.encoder.weights}
+  ident["decoder"] = dict(ident["decoder"])
+  return json.loads(json.dumps(ident))
+
+
+def check_workdir(config: ml_collections.ConfigDict,
+                  workdir: epath.Path) -> None:
+  """Refuses a workdir whose saved config describes another experiment."""
+  saved_path = workdir / "config.json"
+  if not saved_path.exists():
+    return
+  saved = json.loads(saved_path.read_text())
+  saved_ident = saved.get("identity")
+  ident = _identity(config)
+  if saved_ident is None or saved_ident == ident:
+    return
+  diffs = []
+  for key in ident:
+    a, b = saved_ident.get(key), ident[key]
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += [f"{key}.{k}: workdir {a.get(k)!r}, config {b.get(k)!r}"
+                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    elif a != b:
+      diffs.append(f"{key}: workdir {a!r}, config {b!r}")
+  raise WorkdirMismatchError(
+      f"{workdir} holds checkpoints of a different experiment:\n  "
+      + "\n  ".join(diffs)
+      + "\nUse a new --workdir, or the config that wrote this one.")
+
+
+def _save_config(config, workdir: epath.Path) -> None:
+  if jax.process_index() != 0:
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  payload = dict(identity=_identity(config),
+                 config=json.loads(config.to_json_best_effort()))
+  (workdir / "config.json").write_text(json.dumps(payload, indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) an inverter in `workdir`; returns final eval metrics."""
+  workdir = epath.Path(workdir)
+  preflight.check(config)
+  check_workdir(config, workdir)
+  exp = setup(config)
+  _save_config(config, workdir)
+  logging.info("Inverting %s (tap %s, features %s) with a decoder producing"
+               " %dx%d images; %d devices, global batch %d.", config.layer,
+               exp.tap, exp.feature_shape, exp.output_size, exp.output_size,
+               jax.device_count(), config.batch_size)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  manager = _checkpoint_manager(workdir, config)
+  state = create_train_state(exp, config.seed)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    state = _restore(manager, state, start_step)
+    logging.info("Resumed from the checkpoint at step %d in %s.", start_step,
+                 workdir)
+  if start_step >= config.num_train_steps:
+    logging.info("Already trained for %d >= num_train_steps=%d steps.",
+                 start_step, config.num_train_steps)
+  else:
+    state = _train_loop(exp, state, manager, writer, start_step)
+  metrics = evaluate_state(exp, state.params, int(state.step), workdir, writer)
+  writer.flush()
+  manager.wait_until_finished()
+  manager.close()
+  return metrics
+
+
+def _train_loop(exp: Experiment, state: TrainState, manager, writer,
+                start_step: int) -> TrainState:
+  """Trains from `start_step` to the end; returns the final state."""
+  config = exp.config
+  workdir = epath.Path(manager.directory).parent
+  train_step = make_train_step(exp)
+  # A resumed run reshuffles with a seed derived from its start step, so it
+  # does not replay the batches it has already seen.
+  batches: Iterator[dict[str, np.ndarray]] = input_pipeline.train_iterator(
+      config.data, local_batch_size=_local_batch_size(config.batch_size),
+      seed=config.seed + start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  schedule = learning_rate_schedule(config)
+  report = periodic_actions.ReportProgress(
+      num_train_steps=config.num_train_steps, writer=writer,
+      every_steps=config.log_every_steps, every_secs=None)
+
+  loss_sum = jnp.zeros((), jnp.float32)
+  window_start, window_step = time.monotonic(), start_step
+  last_good_checkpoint = start_step
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    batch = next(batches)
+    state, loss = train_step(state, exp.encoder_params,
+                             global_batch(exp, batch["image"]))
+    loss_sum = loss_sum + loss
+    report(step)
+    is_last = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or is_last:
+      mean_loss = float(loss_sum) / (step - window_step)
+      if not np.isfinite(mean_loss):
+        raise DivergedError(
+            f"Training diverged: the mean loss over steps {window_step + 1}"
+            f"-{step} is {mean_loss}. Nothing was saved after step"
+            f" {last_good_checkpoint}; lower optimizer.learning_rate"
+            f" (now {config.optimizer.learning_rate}) or use"
+            " compute_dtype=float32, then rerun (it resumes from the last"
+            " good checkpoint).")
+      elapsed = time.monotonic() - window_start
+      images_per_sec = (step - window_step) * config.batch_size / elapsed
+      eta = (config.num_train_steps - step) * elapsed / (step - window_step)
+      writer.write_scalars(step, {"train/loss": mean_loss,
+                                  "train/images_per_sec": images_per_sec,
+                                  "learning_rate": float(schedule(step - 1))})
+      logging.info("step %d/%d: loss %.2f, %.1f images/s, ETA %s", step,
+                   config.num_train_steps, mean_loss, images_per_sec,
+                   _format_seconds(eta))
+      loss_sum = jnp.zeros((), jnp.float32)
+      window_start, window_step = time.monotonic(), step
+    if step % config.checkpoint_every_steps == 0 or is_last:
+      if not np.isfinite(float(loss)):
+        raise DivergedError(
+            f"Training diverged: loss {float(loss)} at step {step}; not"
+            f" saving. The last good checkpoint is step {last_good_checkpoint};"
+            " lower optimizer.learning_rate and rerun.")
+      manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
+      last_good_checkpoint = step
+    if step % config.eval_every_steps == 0 and not is_last:
+      with report.timed("eval"):
+        evaluate_state(exp, state.params, step, workdir, writer)
+  manager.wait_until_finished()
+  return state
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Evaluates the latest checkpoint in `workdir` (eval-only mode)."""
+  workdir = epath.Path(workdir)
+  preflight.check(config)
+  check_workdir(config, workdir)
+  exp = setup(config)
+  manager = _checkpoint_manager(workdir, config)
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+        f"No checkpoint in {workdir / 'checkpoints'} to evaluate; train first"
+        " with --mode=train (the default).")
+  state = _restore(manager, create_train_state(exp, config.seed), step)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  metrics = evaluate_state(exp, state.params, step, workdir, writer)
+  writer.flush()
+  manager.close()
+  return metrics
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
