@@ -181,17 +181,27 @@ def _local_batch_size(global_size: int) -> int:
 
 
 def evaluate_state(exp: Experiment, params: Any, step: int,
-                   workdir: epath.Path, writer=None) -> dict[str, Any]:
-  """Evaluates on the eval split; writes eval/metrics.json and PNG grids."""
+                   workdir: epath.Path, writer=None,
+                   eval_step=None) -> dict[str, Any]:
+  """Evaluates on the eval split; writes eval/metrics.json and PNG grids.
+
+  Pass the `make_eval_step(exp)` of an earlier call to skip recompiling.
+  """
   config = exp.config
-  eval_step = make_eval_step(exp)
+  eval_step = eval_step or make_eval_step(exp)
   batches = input_pipeline.eval_iterator(
       config.data, local_batch_size=_local_batch_size(config.eval_batch_size),
       process_index=jax.process_index(), process_count=jax.process_count())
+  num_batches = input_pipeline.eval_num_batches(
+      config.data, local_batch_size=_local_batch_size(config.eval_batch_size),
+      process_count=jax.process_count())
   acc = evaluation.ErrorAccumulator()
   shown_t, shown_r = [], []
   start = time.monotonic()
-  for batch in batches:
+  for i, batch in enumerate(batches):
+    if i and i % 50 == 0:
+      logging.info("eval batch %d/%d, %.1f images/s", i, num_batches,
+                   i * config.eval_batch_size / (time.monotonic() - start))
     sums, recon, target = eval_step(
         params, exp.encoder_params, global_batch(exp, batch["image"]),
         global_batch(exp, batch["mask"]))
@@ -254,13 +264,27 @@ def _restore(manager: ocp.CheckpointManager, state: TrainState,
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+def restore_latest(exp: Experiment, workdir: str) -> TrainState | None:
+  """The newest checkpointed train state in `workdir`, or None if none."""
+  manager = _checkpoint_manager(epath.Path(workdir), exp.config)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    return _restore(manager, create_train_state(exp, exp.config.seed), step)
+  finally:
+    manager.close()
+
+
 def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   ident = {k: config[k].to_dict() if hasattr(config[k], "to_dict")
            else config[k] for k in _IDENTITY_FIELDS}
   ident["encoder"] = encoder_weights.architecture(config.encoder) | {
       "tap": preflight.resolved_tap(config),
       "weights": config.encoder.weights}
-  ident["decoder"] = dict(ident["decoder"])
+  # How up-convolutions run does not change what they compute.
+  ident["decoder"] = {k: v for k, v in ident["decoder"].items()
+                      if k != "upconv_impl"}
   return json.loads(json.dumps(ident))
 
 
@@ -315,6 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   manager = _checkpoint_manager(workdir, config)
   state = create_train_state(exp, config.seed)
+  eval_step = make_eval_step(exp)
   start_step = manager.latest_step() or 0
   if start_step:
     state = _restore(manager, state, start_step)
@@ -324,8 +349,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     logging.info("Already trained for %d >= num_train_steps=%d steps.",
                  start_step, config.num_train_steps)
   else:
-    state = _train_loop(exp, state, manager, writer, start_step)
-  metrics = evaluate_state(exp, state.params, int(state.step), workdir, writer)
+    state = _train_loop(exp, state, manager, writer, start_step, eval_step)
+  metrics = evaluate_state(exp, state.params, int(state.step), workdir, writer,
+                           eval_step)
   writer.flush()
   manager.wait_until_finished()
   manager.close()
@@ -333,7 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 
 def _train_loop(exp: Experiment, state: TrainState, manager, writer,
-                start_step: int) -> TrainState:
+                start_step: int, eval_step) -> TrainState:
   """Trains from `start_step` to the end; returns the final state."""
   config = exp.config
   workdir = epath.Path(manager.directory).parent
@@ -390,7 +416,7 @@ def _train_loop(exp: Experiment, state: TrainState, manager, writer,
       last_good_checkpoint = step
     if step % config.eval_every_steps == 0 and not is_last:
       with report.timed("eval"):
-        evaluate_state(exp, state.params, step, workdir, writer)
+        evaluate_state(exp, state.params, step, workdir, writer, eval_step)
   manager.wait_until_finished()
   return state
 
@@ -401,18 +427,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   preflight.check(config)
   check_workdir(config, workdir)
   exp = setup(config)
-  manager = _checkpoint_manager(workdir, config)
-  step = manager.latest_step()
-  if step is None:
+  state = restore_latest(exp, workdir)
+  if state is None:
     raise FileNotFoundError(
         f"No checkpoint in {workdir / 'checkpoints'} to evaluate; train first"
         " with --mode=train (the default).")
-  state = _restore(manager, create_train_state(exp, config.seed), step)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
-  metrics = evaluate_state(exp, state.params, step, workdir, writer)
+  metrics = evaluate_state(exp, state.params, int(state.step), workdir, writer)
   writer.flush()
-  manager.close()
   return metrics
 
 

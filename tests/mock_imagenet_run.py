@@ -32,10 +32,7 @@ def main():
   with tfds.testing.mock_data(num_examples=16,
                               policy=tfds.testing.MockPolicy.USE_CODE):
     metrics = train.train_and_evaluate(config, workdir)
-  exp = train.setup(config)
-  manager = train._checkpoint_manager(train.epath.Path(workdir), config)
-  state = train._restore(manager, train.create_train_state(exp, 0),
-                         manager.latest_step())
+  state = train.restore_latest(train.setup(config), workdir)
   leaves = {jax.tree_util.keystr(k): float(np.abs(np.asarray(v)).sum())
             for k, v in jax.tree_util.tree_leaves_with_path(state.params)}
   print("SUMMARY " + json.dumps(dict(metrics=metrics, params=leaves)))

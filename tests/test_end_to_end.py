@@ -13,7 +13,6 @@ import time
 import jax
 import numpy as np
 import pytest
-from etils import epath
 
 from inverter import input_pipeline, preflight, presets, train
 
@@ -61,16 +60,15 @@ def test_rerun_with_more_steps_resumes_from_the_checkpoint(tmp_path,
                                                           monkeypatch):
   train.train_and_evaluate(tiny_config(), str(tmp_path))
   config = tiny_config(num_train_steps=6)
-  exp = train.setup(config)
-  manager = train._checkpoint_manager(epath.Path(tmp_path), config)
-  saved = train._restore(manager, train.create_train_state(exp, 0), 4)
+  saved = train.restore_latest(train.setup(config), str(tmp_path))
+  assert int(saved.step) == 4
   seen = {}
   original = train._train_loop
 
-  def spy(exp_, state, manager_, writer, start_step):
+  def spy(exp_, state, manager_, writer, start_step, eval_step):
     seen["start_step"], seen["params"] = start_step, jax.tree.map(
         np.asarray, state.params)
-    return original(exp_, state, manager_, writer, start_step)
+    return original(exp_, state, manager_, writer, start_step, eval_step)
 
   monkeypatch.setattr(train, "_train_loop", spy)
   metrics = train.train_and_evaluate(config, str(tmp_path))
@@ -154,6 +152,11 @@ def test_workdir_of_another_experiment_is_refused_untouched(tmp_path):
   with pytest.raises(train.WorkdirMismatchError, match="layer"):
     train.train_and_evaluate(tiny_config("fc6"), str(tmp_path))
   assert (tmp_path / "config.json").read_text() == before
+
+
+def test_eval_only_mode_without_a_checkpoint_says_train_first(tmp_path):
+  with pytest.raises(FileNotFoundError, match="train first"):
+    train.evaluate(tiny_config(), str(tmp_path))
 
 
 def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path,

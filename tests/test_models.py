@@ -139,3 +139,9 @@ def test_decoder_output_is_linear_in_last_layer():
   params = jax.tree.map(lambda p: p, params)
   params["params"]["upconv2"]["bias"] = -1e3 * jnp.ones(3)
   assert float(model.apply(params, x).max()) < 0
+
+
+def test_decoder_rejects_features_of_the_wrong_rank():
+  model = decoder.UpconvDecoder(conv_channels=(4,), upconv_channels=(3,))
+  with pytest.raises(ValueError, match=r"\[batch, dim\] or"):
+    model.init(jax.random.key(0), jnp.zeros((2, 3, 4)))

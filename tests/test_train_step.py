@@ -50,3 +50,18 @@ def test_encoder_stays_frozen():
                   train.global_batch(exp, fixed_batch(cfg)))
   jax.tree.map(np.testing.assert_array_equal, before,
                jax.tree.map(np.asarray, exp.encoder_params))
+
+
+def test_bfloat16_compute_trains_with_float32_params():
+  cfg = presets.get_config("fc6", "test")
+  cfg.compute_dtype = "bfloat16"
+  exp = train.setup(cfg)
+  state = train.create_train_state(exp, seed=0)
+  step = train.make_train_step(exp)
+  images = train.global_batch(exp, fixed_batch(cfg))
+  first = None
+  for _ in range(20):
+    state, loss = step(state, exp.encoder_params, images)
+    first = first or float(loss)
+  assert np.isfinite(float(loss)) and float(loss) < first
+  assert {l.dtype for l in jax.tree.leaves(state.params)} == {np.dtype("float32")}
