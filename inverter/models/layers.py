@@ -168,7 +168,7 @@ class UpConv(nn.Module):
   the input. `impl` only chooses how it runs, with identical results:
   'xla' uses lhs dilation (what accelerators want); 'subpixel' computes the
   four output phases as one ordinary convolution followed by depth-to-space,
-  about 10x faster on CPU where XLA's dilated convolution is slow; 'auto'
+  about 6x faster on CPU where XLA's dilated convolution is slow; 'auto'
   picks by backend.
   """
 
