@@ -43,6 +43,32 @@ def parse_arg(arg: str | None) -> dict[str, object]:
   return out
 
 
+def encoder_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
+  """The `encoder` config block of the full-size pretrained network `arch`.
+
+  Inverter configs, the porting tool and encoder training all start from it.
+  """
+  alexnet.check_arch(arch)
+  return ml_collections.ConfigDict(dict(
+      arch=arch,
+      input_size=227,
+      conv1_kernel=11,
+      conv1_stride=4,
+      conv1_padding=0,
+      widths=(96, 256, 384, 384, 256),
+      fc_width=4096,
+      num_classes=1000,
+      groups=2,
+      group_impl="auto",
+      lrn=dict(size=5, alpha=1e-4, beta=0.75, k=1.0),
+      # Path to encoder weights (see README, "Encoder weights"), or 'random'.
+      weights=os.path.join(DEFAULT_WEIGHTS_DIR, arch),
+      init_seed=0,
+      # Activation to invert; '' means the layer's default tap.
+      tap="",
+  ))
+
+
 _KNOWN_ARGS = ("demo", "test", "arch", "source")
 
 
@@ -63,24 +89,7 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.preset = "demo" if args.get("demo") else "test" if args.get("test") else "paper"
 
-  c.encoder = ml_collections.ConfigDict(dict(
-      arch=arch,
-      input_size=227,
-      conv1_kernel=11,
-      conv1_stride=4,
-      conv1_padding=0,
-      widths=(96, 256, 384, 384, 256),
-      fc_width=4096,
-      num_classes=1000,
-      groups=2,
-      group_impl="auto",
-      lrn=dict(size=5, alpha=1e-4, beta=0.75, k=1.0),
-      # Path to encoder weights (see README, "Encoder weights"), or 'random'.
-      weights=os.path.join(DEFAULT_WEIGHTS_DIR, arch),
-      init_seed=0,
-      # Activation to invert; '' means the layer's default tap.
-      tap="",
-  ))
+  c.encoder = encoder_config(arch)
 
   c.decoder = ml_collections.ConfigDict(dict(
       fc_widths=(4096, 4096, 4096),
