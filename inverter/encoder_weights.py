@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,15 +24,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from inverter.models import alexnet
+from inverter.models import encoders
 
 FORMAT = "inverter-encoder-v1"
 RANDOM = "random"
 
-# Encoder config fields that define the network (and so must match).
-ARCHITECTURE_FIELDS = ("arch", "input_size", "conv1_kernel", "conv1_stride",
-                       "conv1_padding", "widths", "fc_width", "num_classes",
-                       "groups", "lrn")
+# Per architecture, the encoder config fields that define the network (and
+# so must match): {arch: (field, ...)}, including `preprocessing`.
+ARCHITECTURE_FIELDS = encoders.ARCHITECTURE_FIELDS
 
 
 class EncoderWeightsError(ValueError):
@@ -40,8 +40,9 @@ class EncoderWeightsError(ValueError):
 
 def architecture(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
   """The architecture-defining fields of an encoder config, JSON-friendly."""
+  encoders.check_arch(encoder_cfg["arch"])
   out = {}
-  for key in ARCHITECTURE_FIELDS:
+  for key in ARCHITECTURE_FIELDS[encoder_cfg["arch"]]:
     value = encoder_cfg[key]
     if isinstance(value, (tuple, list)):
       value = list(value)
@@ -49,7 +50,7 @@ def architecture(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
       value = value.to_dict()
     elif isinstance(value, Mapping):
       value = dict(value)
-    out[key] = value
+    out[key] = json.loads(json.dumps(value))  # Tuples inside -> lists.
   return out
 
 
@@ -60,9 +61,13 @@ def is_random(weights: str | None) -> bool:
 def missing_weights_message(path: str) -> str:
   return (
       f"Encoder weights not found at {path} (config field encoder.weights).\n"
-      "  Pretrained AlexNet weights must be converted to inverter's format"
-      " first; see README.md, section 'Encoder weights', for the format and"
-      " how to produce it from bvlc_reference_caffenet.caffemodel.\n"
+      "  Pretrained weights must be converted to inverter's format first."
+      " For the paper's CaffeNet, run\n"
+      "    python -m inverter.port --download"
+      " bvlc_reference_caffenet.caffemodel\n"
+      "  (or `python -m inverter.port FILE` with a file you already have);"
+      " it writes to the default encoder.weights path. See README.md,"
+      " section 'Encoder weights'.\n"
       "  To train against a randomly initialised encoder instead, pass"
       " --config.encoder.weights=random (it is then stated in all outputs).")
 
@@ -87,8 +92,10 @@ def check(encoder_cfg: Mapping[str, Any]) -> list[str]:
             f" expected {FORMAT!r}."]
   expected = architecture(encoder_cfg)
   stored = meta.get("architecture", {})
+  # Every field the config's arch defines; a stored network of another
+  # arch differs at least in `arch`.
   diffs = [f"encoder.{k}: config {expected[k]!r}, weights {stored.get(k)!r}"
-           for k in ARCHITECTURE_FIELDS if stored.get(k) != expected[k]]
+           for k in expected if stored.get(k) != expected[k]]
   if diffs:
     return [f"Encoder weights at {path} do not match the config:\n  "
             + "\n  ".join(diffs)
@@ -96,12 +103,12 @@ def check(encoder_cfg: Mapping[str, Any]) -> list[str]:
   return []
 
 
-def init_params(model: alexnet.AlexNet, seed: int) -> Any:
+def init_params(model: nn.Module, seed: int) -> Any:
   x = jnp.zeros((1, model.input_size, model.input_size, 3), jnp.float32)
   return jax.jit(lambda k: model.init(k, x)["params"])(jax.random.key(seed))
 
 
-def load(encoder_cfg: Mapping[str, Any], model: alexnet.AlexNet) -> Any:
+def load(encoder_cfg: Mapping[str, Any], model: nn.Module) -> Any:
   """Returns the encoder's params (host arrays) as configured."""
   weights = encoder_cfg["weights"]
   if is_random(weights):

@@ -12,8 +12,8 @@ import math
 import jax
 import ml_collections
 
-from inverter import encoder_weights, input_pipeline
-from inverter.models import alexnet
+from inverter import encoder_weights, feature_transforms, input_pipeline
+from inverter.models import encoders, preprocessing
 
 
 class PreflightError(RuntimeError):
@@ -28,19 +28,29 @@ class PreflightError(RuntimeError):
 
 def resolved_tap(config: ml_collections.ConfigDict) -> str:
   """The activation this experiment inverts."""
-  return config.encoder.tap or alexnet.default_tap(config.encoder.arch,
-                                                   config.layer)
+  return config.encoder.tap or encoders.default_tap(config.encoder.arch,
+                                                    config.layer)
 
 
 def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   """Problems in the config itself (no file system or data access)."""
   problems = []
   try:
-    alexnet.check_layer(config.layer)
-    alexnet.check_arch(config.encoder.arch)
-    alexnet.check_tap(config.encoder.arch, resolved_tap(config))
+    encoders.check_layer(config.layer)
+    encoders.check_arch(config.encoder.arch)
+    encoders.check_tap(config.encoder.arch, resolved_tap(config))
   except ValueError as e:
     problems.append(str(e))
+  try:
+    feature_transforms.check(config.get("feature_transform", ""))
+  except ValueError as e:
+    problems.append(str(e))
+  if "preprocessing" not in config.encoder:
+    problems.append("encoder.preprocessing is missing; start the encoder"
+                    " block from presets.encoder_config(arch).")
+  else:
+    problems += preprocessing.problems(config.encoder.preprocessing,
+                                       config.data)
   if config.data.crop_size != config.encoder.input_size:
     problems.append(
         f"data.crop_size={config.data.crop_size} differs from"

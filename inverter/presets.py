@@ -3,6 +3,10 @@
 `configs/<layer>.py` files call `get_config(layer, arg)`. `arg` is the text
 after the colon in `--config=configs/fc6.py:ARG`: comma-separated presets and
 key=value overrides, e.g. `demo`, `demo,arch=alexnet`, `arch=alexnet`.
+`arch=` picks the encoder (see inverter/models/encoders.py): caffenet
+(default), alexnet, torchvision_alexnet, vgg16 (Caffe release) or
+torchvision_vgg16; crop size and data mean follow it (227 for the Caffe
+AlexNets, 224 for the others).
 
 Presets:
   (none)  the paper's setup: caffenet on ImageNet (TFDS imagenet2012) at
@@ -15,11 +19,13 @@ Presets:
 
 from __future__ import annotations
 
+import json
 import os
 
 import ml_collections
+from etils import epath
 
-from inverter.models import alexnet
+from inverter.models import encoders, preprocessing
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
@@ -47,20 +53,33 @@ def encoder_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
   """The `encoder` config block of the full-size pretrained network `arch`.
 
   Inverter configs, the porting tool and encoder training all start from it.
+  Each architecture has its own defining fields (see
+  `encoders.ARCHITECTURE_FIELDS`) plus `preprocessing`: what the network was
+  trained on (see inverter/models/preprocessing.py).
   """
-  alexnet.check_arch(arch)
+  encoders.check_arch(arch)
+  if arch in ("caffenet", "alexnet"):
+    net = dict(input_size=227, conv1_kernel=11, conv1_stride=4,
+               conv1_padding=0, widths=(96, 256, 384, 384, 256),
+               fc_width=4096, num_classes=1000, groups=2, group_impl="auto",
+               lrn=dict(size=5, alpha=1e-4, beta=0.75, k=1.0),
+               preprocessing=preprocessing.CAFFE_ALEXNET)
+  elif arch == "torchvision_alexnet":
+    net = dict(input_size=224, conv1_kernel=11, conv1_stride=4,
+               conv1_padding=2, widths=(64, 192, 384, 256, 256),
+               fc_width=4096, num_classes=1000, avgpool_size=6,
+               preprocessing=preprocessing.TORCHVISION)
+  elif arch == "vgg16":
+    net = dict(input_size=224, widths=(64, 128, 256, 512, 512),
+               fc_width=4096, num_classes=1000,
+               preprocessing=preprocessing.CAFFE_VGG)
+  else:  # torchvision_vgg16
+    net = dict(input_size=224, widths=(64, 128, 256, 512, 512),
+               fc_width=4096, num_classes=1000, avgpool_size=7,
+               preprocessing=preprocessing.TORCHVISION)
   return ml_collections.ConfigDict(dict(
       arch=arch,
-      input_size=227,
-      conv1_kernel=11,
-      conv1_stride=4,
-      conv1_padding=0,
-      widths=(96, 256, 384, 384, 256),
-      fc_width=4096,
-      num_classes=1000,
-      groups=2,
-      group_impl="auto",
-      lrn=dict(size=5, alpha=1e-4, beta=0.75, k=1.0),
+      **net,
       # Path to encoder weights (see README, "Encoder weights"), or 'random'.
       weights=os.path.join(DEFAULT_WEIGHTS_DIR, arch),
       init_seed=0,
@@ -69,11 +88,11 @@ def encoder_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
   ))
 
 
-_KNOWN_ARGS = ("demo", "test", "arch", "source")
+_KNOWN_ARGS = ("demo", "test", "arch", "source", "encoder")
 
 
 def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  alexnet.check_layer(layer)
+  encoders.check_layer(layer)
   args = parse_arg(arg)
   unknown = sorted(set(args) - set(_KNOWN_ARGS))
   if unknown:
@@ -82,7 +101,7 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
   if args.get("demo") and args.get("test"):
     raise ValueError("Choose at most one of the presets 'demo' and 'test'.")
   arch = str(args.get("arch", "caffenet"))
-  alexnet.check_arch(arch)
+  encoders.check_arch(arch)
 
   c = ml_collections.ConfigDict()
   c.layer = layer
@@ -110,9 +129,9 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
       train_split="train",
       eval_split="validation",
       resize_size=256,
-      crop_size=227,
+      crop_size=c.encoder.input_size,
       mirror=True,
-      mean=(104.0, 117.0, 123.0),
+      mean=_data_mean(c.encoder.preprocessing),
       mean_file=ml_collections.FieldReference(None, field_type=str),
       shuffle_buffer=10_000,
       num_parallel_calls=-1,
@@ -136,6 +155,9 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
       warmup_steps=0,
   ))
   c.compute_dtype = "float32"  # 'bfloat16' on TPU halves memory and time.
+  # What the decoder sees of the features: '' all, 'top5' only the 5 largest
+  # (see inverter/feature_transforms.py; configs/fc8_top5.py).
+  c.feature_transform = ""
 
   c.log_every_steps = 100
   c.eval_every_steps = 10_000
@@ -149,15 +171,51 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
     _apply_test(c)
   if "source" in args:
     c.data.source = str(args["source"])
+  if "encoder" in args:
+    use_encoder_weights(c, str(args["encoder"]))
   return c
+
+
+def use_encoder_weights(c: ml_collections.ConfigDict, path: str) -> None:
+  """Points `c` at the encoder weights in `path` (ported or trained) and takes
+  the encoder's architecture, preprocessing and input geometry from its
+  metadata, so no encoder field has to be repeated on the command line."""
+  meta_path = epath.Path(os.path.expanduser(path)) / "metadata.json"
+  try:
+    meta = json.loads(meta_path.read_text())
+    arch = dict(meta["architecture"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(
+        f"encoder={path}: cannot read the encoder's architecture from"
+        f" {meta_path} ({e}); give a directory written by"
+        " `python -m inverter.port` or by encoder training.") from None
+  encoders.check_arch(arch.get("arch", ""))
+  c.encoder = encoder_config(arch["arch"])
+  for key, value in arch.items():
+    c.encoder[key] = tuple(value) if isinstance(value, list) else value
+  c.encoder.weights = path
+  prep = meta.get("preprocessing", {})
+  c.data.crop_size = c.encoder.input_size
+  c.data.resize_size = int(prep.get("resize_size", max(
+      c.data.resize_size, c.encoder.input_size)))
+  c.data.mean = _data_mean(c.encoder.preprocessing)
+
+
+def _data_mean(pre) -> tuple[float, ...]:
+  """The pipeline's BGR 0-255 mean: a Caffe encoder's own mean (so its input
+  adapter is the identity); for a normalising encoder its mean in that
+  space (any value works there, the adapter adds it back)."""
+  mean = [round(float(m) / float(pre.scale), 4) for m in pre.mean]
+  return tuple(mean[::-1] if pre.channel_order == "RGB" else mean)
 
 
 def _reduced_encoder(c: ml_collections.ConfigDict, input_size: int,
                      widths: tuple[int, ...], fc_width: int) -> None:
   c.encoder.input_size = input_size
-  c.encoder.conv1_kernel = 5
-  c.encoder.conv1_stride = 2 if input_size > 32 else 1
-  c.encoder.conv1_padding = 2
+  if encoders.family(c.encoder.arch) == "alexnet":
+    c.encoder.conv1_kernel = 5
+    c.encoder.conv1_stride = 2 if input_size > 32 else 1
+    c.encoder.conv1_padding = 2
   c.encoder.widths = widths
   c.encoder.fc_width = fc_width
   c.encoder.num_classes = 100
@@ -179,7 +237,7 @@ def _apply_demo(c: ml_collections.ConfigDict, layer: str) -> None:
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = "cosine"
   c.optimizer.warmup_steps = 50
-  c.num_train_steps = 3000 if layer in alexnet.FC_LAYERS else 1200
+  c.num_train_steps = 3000 if layer in encoders.FC_LAYERS else 1200
   c.log_every_steps = 50
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 250

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import json
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +32,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from inverter import encoder_weights, evaluation, images, input_pipeline
-from inverter import preflight
-from inverter.models import alexnet, decoder as decoder_lib
+from inverter import feature_transforms, preflight
+from inverter.models import decoder as decoder_lib
+from inverter.models import encoders, preprocessing
 
 TrainState = train_state.TrainState
 
@@ -56,12 +57,14 @@ class Experiment:
 
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
-  encoder: alexnet.AlexNet
+  encoder: Any  # A Flax module from encoders.from_config.
   decoder: decoder_lib.UpconvDecoder
   tap: str
   feature_shape: tuple[int, ...]
   output_size: int
   encoder_params: Any
+  # Pipeline (Caffe-space) images -> the encoder's own input space.
+  encoder_input: Callable[[jax.Array], jax.Array] = lambda x: x
 
   @property
   def replicated(self) -> NamedSharding:
@@ -81,17 +84,19 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   # Auto axes: XLA propagates shardings from the inputs (batch on `data`).
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
-  encoder = alexnet.from_config(config.encoder, dtype=_dtype(config))
+  encoder = encoders.from_config(config.encoder, dtype=_dtype(config))
   tap = preflight.resolved_tap(config)
-  feature_shape = alexnet.tap_shapes(encoder)[tap]
+  feature_shape = encoders.tap_shapes(encoder)[tap]
   size = config.encoder.input_size
   resolved = decoder_lib.resolve(config.decoder, feature_shape, size)
   decoder = decoder_lib.from_config(config.decoder, feature_shape, size,
                                     dtype=_dtype(config))
   params = encoder_weights.load(config.encoder, encoder)
   params = jax.device_put(params, NamedSharding(mesh, P()))
+  encoder_input = preprocessing.encoder_input_fn(config.encoder.preprocessing,
+                                                 config.data)
   return Experiment(config, mesh, encoder, decoder, tap, feature_shape,
-                    resolved["output_size"], params)
+                    resolved["output_size"], params, encoder_input)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -123,8 +128,12 @@ def targets_for(images_: jax.Array, output_size: int) -> jax.Array:
 
 
 def features(exp: Experiment, encoder_params: Any, images_: jax.Array):
-  taps = exp.encoder.apply({"params": encoder_params}, images_, until=exp.tap)
-  return jax.lax.stop_gradient(taps[exp.tap])
+  """The frozen encoder's activation at the inverted tap for pipeline images
+  (adapted to the encoder's own preprocessing first)."""
+  taps = exp.encoder.apply({"params": encoder_params},
+                           exp.encoder_input(images_), until=exp.tap)
+  return feature_transforms.apply(exp.config.get("feature_transform", ""),
+                                  jax.lax.stop_gradient(taps[exp.tap]))
 
 
 def create_train_state(exp: Experiment, seed: int) -> TrainState:
@@ -285,18 +294,25 @@ def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   # How up-convolutions run does not change what they compute.
   ident["decoder"] = {k: v for k, v in ident["decoder"].items()
                       if k != "upconv_impl"}
+  # An inverter of transformed features (e.g. fc8 top-5 only) is another
+  # experiment; left out when empty so older workdirs still match.
+  if config.get("feature_transform", ""):
+    ident["feature_transform"] = config.feature_transform
   return json.loads(json.dumps(ident))
 
 
-def check_workdir(config: ml_collections.ConfigDict,
-                  workdir: epath.Path) -> None:
-  """Refuses a workdir whose saved config describes another experiment."""
+def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path,
+                  identity: dict[str, Any] | None = None) -> None:
+  """Refuses a workdir whose saved config describes another experiment.
+
+  `identity` defaults to the inverter's; encoder training passes its own.
+  """
   saved_path = workdir / "config.json"
   if not saved_path.exists():
     return
   saved = json.loads(saved_path.read_text())
   saved_ident = saved.get("identity")
-  ident = _identity(config)
+  ident = _identity(config) if identity is None else identity
   if saved_ident is None or saved_ident == ident:
     return
   diffs = []
@@ -313,11 +329,12 @@ def check_workdir(config: ml_collections.ConfigDict,
       + "\nUse a new --workdir, or the config that wrote this one.")
 
 
-def _save_config(config, workdir: epath.Path) -> None:
+def _save_config(config, workdir: epath.Path,
+                 identity: dict[str, Any] | None = None) -> None:
   if jax.process_index() != 0:
     return
   workdir.mkdir(parents=True, exist_ok=True)
-  payload = dict(identity=_identity(config),
+  payload = dict(identity=_identity(config) if identity is None else identity,
                  config=json.loads(config.to_json_best_effort()))
   (workdir / "config.json").write_text(json.dumps(payload, indent=2))
 

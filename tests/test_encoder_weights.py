@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from inverter import encoder_weights, presets
-from inverter.models import alexnet
+from inverter.models import encoders
 
 
 def saved_encoder(tmp_path, cfg):
-  model = alexnet.from_config(cfg.encoder)
+  model = encoders.from_config(cfg.encoder)
   params = encoder_weights.init_params(model, seed=3)
   path = tmp_path / "enc"
   encoder_weights.save(str(path), params, cfg.encoder,
@@ -38,7 +38,7 @@ def test_missing_weights_name_the_field_and_the_way_out(tmp_path):
   assert "encoder.weights" in problem and "nowhere" in problem
   assert "random" in problem and "README" in problem
   with pytest.raises(encoder_weights.EncoderWeightsError):
-    encoder_weights.load(cfg.encoder, alexnet.from_config(cfg.encoder))
+    encoder_weights.load(cfg.encoder, encoders.from_config(cfg.encoder))
 
 
 def test_architecture_mismatch_lists_each_field(tmp_path):
@@ -65,8 +65,35 @@ def test_damaged_params_are_an_error_not_silent_weights(tmp_path):
 def test_random_weights_are_reproducible_and_announced(caplog):
   cfg = presets.get_config("fc6", "test")
   assert cfg.encoder.weights == "random"
-  model = alexnet.from_config(cfg.encoder)
+  model = encoders.from_config(cfg.encoder)
   a = encoder_weights.load(cfg.encoder, model)
   b = encoder_weights.load(cfg.encoder, model)
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert "RANDOMLY INITIALISED" in caplog.text
+
+
+def test_encoder_token_takes_architecture_and_geometry_from_the_weights(
+    tmp_path):
+  # An encoder unlike any preset (other widths, input size and mean): the
+  # `encoder=PATH` config token alone must make the config match it.
+  cfg = presets.get_config("fc6", "test")
+  cfg.encoder.widths = (8, 16, 24, 16, 8)
+  cfg.encoder.input_size = 40
+  cfg.encoder.num_classes = 7
+  cfg.encoder.preprocessing.mean = (90.0, 100.0, 110.0)
+  _, _, path = saved_encoder(tmp_path, cfg)
+
+  from inverter import preflight
+  got = presets.get_config("fc6", f"test,encoder={path}")
+  assert got.encoder.weights == str(path)
+  assert tuple(got.encoder.widths) == (8, 16, 24, 16, 8)
+  assert got.encoder.num_classes == 7
+  assert got.data.crop_size == got.encoder.input_size == 40
+  assert tuple(got.data.mean) == (90.0, 100.0, 110.0)
+  assert encoder_weights.check(got.encoder) == []
+  assert preflight.config_problems(got) == []
+
+
+def test_encoder_token_without_metadata_names_the_file(tmp_path):
+  with pytest.raises(ValueError, match="metadata.json"):
+    presets.get_config("fc6", f"test,encoder={tmp_path}")

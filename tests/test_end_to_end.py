@@ -137,6 +137,7 @@ def test_unknown_layer_is_refused_with_the_choices(tmp_path):
     ({"encoder.tap": "relu9"}, "Unknown tap 'relu9'"),
     ({"decoder.start_shape": (4, 4, 8)}, "decoder.fc_widths[-1]=256"),
     ({"data.source": "folder:/does/not/exist"}, "/does/not/exist"),
+    (dict(feature_transform="top0"), "Unknown feature_transform 'top0'"),
 ])
 def test_bad_configs_stop_before_any_work(tmp_path, overrides, needle):
   assert jax.device_count() == 8
@@ -152,6 +153,13 @@ def test_workdir_of_another_experiment_is_refused_untouched(tmp_path):
   with pytest.raises(train.WorkdirMismatchError, match="layer"):
     train.train_and_evaluate(tiny_config("fc6"), str(tmp_path))
   assert (tmp_path / "config.json").read_text() == before
+
+
+def test_top5_inverter_does_not_resume_an_all_features_workdir(tmp_path):
+  train.train_and_evaluate(tiny_config("fc8"), str(tmp_path))
+  with pytest.raises(train.WorkdirMismatchError, match="feature_transform"):
+    train.train_and_evaluate(tiny_config("fc8", feature_transform="top5"),
+                             str(tmp_path))
 
 
 def test_eval_only_mode_without_a_checkpoint_says_train_first(tmp_path):

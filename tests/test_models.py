@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inverter import presets
-from inverter.models import alexnet, decoder
+from inverter.models import alexnet, decoder, encoders
 
 CAFFE_SHAPES = {  # Caffe's own blob shapes for bvlc_reference_caffenet.
     "conv1": (55, 55, 96), "relu1": (55, 55, 96), "pool1": (27, 27, 96),
@@ -53,9 +53,9 @@ def test_caffenet_params_have_caffe_layout():
 @pytest.mark.parametrize("preset", ["demo", "test"])
 def test_reduced_encoder_fc6_input_follows_conv_geometry(preset):
   cfg = presets.get_config("fc6", preset)
-  model = alexnet.from_config(cfg.encoder)
-  shapes = alexnet.tap_shapes(model)
-  assert set(shapes) == set(alexnet.tap_names(cfg.encoder.arch))
+  model = encoders.from_config(cfg.encoder)
+  shapes = encoders.tap_shapes(model)
+  assert set(shapes) == set(encoders.tap_names(cfg.encoder.arch))
   pool5 = shapes["pool5"]
   assert pool5[-1] == cfg.encoder.widths[-1]
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(
@@ -67,7 +67,7 @@ def test_reduced_encoder_fc6_input_follows_conv_geometry(preset):
 
 def test_until_stops_early_and_matches_full_pass():
   cfg = presets.get_config("conv2", "test")
-  model = alexnet.from_config(cfg.encoder)
+  model = encoders.from_config(cfg.encoder)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3)) * 50
   params = model.init(jax.random.key(1), x)
   full = model.apply(params, x)
@@ -84,9 +84,9 @@ def test_encoder_rejects_wrong_input_size():
 
 
 @pytest.mark.parametrize("bad,call", [
-    ("conv6", lambda v: alexnet.check_layer(v)),
-    ("vgg", lambda v: alexnet.check_arch(v)),
-    ("relu9", lambda v: alexnet.check_tap("caffenet", v))])
+    ("conv6", lambda v: encoders.check_layer(v)),
+    ("vgg", lambda v: encoders.check_arch(v)),
+    ("relu9", lambda v: encoders.check_tap("caffenet", v))])
 def test_unknown_names_are_rejected_with_the_choices(bad, call):
   with pytest.raises(ValueError, match="choose one of") as e:
     call(bad)
@@ -103,8 +103,8 @@ EXPECTED_DECODERS = {  # layer: (upconv widths, output size) at 227 input.
 @pytest.mark.parametrize("layer", sorted(EXPECTED_DECODERS))
 def test_paper_decoders_reach_the_input_size(layer):
   cfg = presets.get_config(layer)
-  feats = alexnet.tap_shapes(alexnet.from_config(cfg.encoder))[
-      alexnet.default_tap("caffenet", layer)]
+  feats = encoders.tap_shapes(encoders.from_config(cfg.encoder))[
+      encoders.default_tap("caffenet", layer)]
   resolved = decoder.resolve(cfg.decoder, feats, 227)
   assert (resolved["upconv_channels"], resolved["output_size"]) == (
       EXPECTED_DECODERS[layer])
@@ -115,12 +115,14 @@ def test_paper_decoders_reach_the_input_size(layer):
   assert out.shape == (2, size, size, 3)
 
 
+@pytest.mark.parametrize("arch", ["caffenet", "torchvision_alexnet",
+                                  "vgg16"])
 @pytest.mark.parametrize("preset", ["demo", "test"])
-@pytest.mark.parametrize("layer", alexnet.LAYERS)
-def test_reduced_decoders_run_for_every_layer(preset, layer):
-  cfg = presets.get_config(layer, preset)
-  feats = alexnet.tap_shapes(alexnet.from_config(cfg.encoder))[
-      alexnet.default_tap("caffenet", layer)]
+@pytest.mark.parametrize("layer", encoders.LAYERS)
+def test_reduced_decoders_run_for_every_layer(arch, preset, layer):
+  cfg = presets.get_config(layer, f"{preset},arch={arch}")
+  feats = encoders.tap_shapes(encoders.from_config(cfg.encoder))[
+      encoders.default_tap(arch, layer)]
   size = cfg.encoder.input_size
   resolved = decoder.resolve(cfg.decoder, feats, size)
   out = jax.eval_shape(lambda: decoder.from_config(

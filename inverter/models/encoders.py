@@ -1,0 +1,120 @@
+"""Registry of the encoders an inverter can invert.
+
+One place that knows every architecture: how to build it from the `encoder`
+config block, its taps, which tap stands for each invertible `layer`, and
+which config fields define it (and so must match stored weights). Callers use
+this module, never a network module directly.
+
+  arch                  network                        input
+  caffenet, alexnet     Caffe AlexNet (alexnet.py)     227, BGR 0-255 - mean
+  torchvision_alexnet   torchvision's single-tower     224, RGB /255, mean/std
+                        AlexNet (torchvision_alexnet.py)
+  vgg16                 VGG-16, the authors' Caffe     224, BGR 0-255 - mean
+                        release (vgg.py)
+  torchvision_vgg16     VGG-16, torchvision (vgg.py)   224, RGB /255, mean/std
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inverter.models import alexnet, torchvision_alexnet, vgg
+
+ARCHITECTURES = ("caffenet", "alexnet", torchvision_alexnet.ARCH,
+                 vgg.CAFFE_ARCH, vgg.TORCHVISION_ARCH)
+
+# The layers a user can invert, in depth order (the same names for every
+# architecture; `default_tap` says what each means).
+LAYERS = alexnet.LAYERS
+FC_LAYERS = alexnet.FC_LAYERS
+
+# Config fields that define each network (and so must match stored weights);
+# `preprocessing` is part of it: the same kernels fed differently are another
+# encoder.
+_ALEXNET_FIELDS = ("arch", "input_size", "conv1_kernel", "conv1_stride",
+                   "conv1_padding", "widths", "fc_width", "num_classes")
+ARCHITECTURE_FIELDS = {
+    "caffenet": _ALEXNET_FIELDS + ("groups", "lrn", "preprocessing"),
+    "alexnet": _ALEXNET_FIELDS + ("groups", "lrn", "preprocessing"),
+    torchvision_alexnet.ARCH: _ALEXNET_FIELDS + ("avgpool_size",
+                                                 "preprocessing"),
+    vgg.CAFFE_ARCH: ("arch", "input_size", "widths", "fc_width", "num_classes",
+                     "preprocessing"),
+    vgg.TORCHVISION_ARCH: ("arch", "input_size", "widths", "fc_width",
+                           "num_classes", "avgpool_size", "preprocessing"),
+}
+
+
+def family(arch: str) -> str:
+  """'alexnet' or 'vgg16': which set of layers (and parameters) `arch` has."""
+  check_arch(arch)
+  return "vgg16" if arch in vgg.ARCHITECTURES else "alexnet"
+
+
+def check_arch(arch: str) -> None:
+  if arch not in ARCHITECTURES:
+    raise ValueError(
+        f"Unknown encoder architecture {arch!r} (config field encoder.arch);"
+        f" choose one of {', '.join(ARCHITECTURES)}.")
+
+
+def check_layer(layer: str) -> None:
+  alexnet.check_layer(layer)
+
+
+def tap_names(arch: str) -> tuple[str, ...]:
+  """All taps of `arch` in the order the forward pass produces them."""
+  check_arch(arch)
+  if arch in alexnet.ARCHITECTURES:
+    return alexnet.tap_names(arch)
+  if arch == torchvision_alexnet.ARCH:
+    return torchvision_alexnet.TAPS
+  return vgg.TAPS
+
+
+def check_tap(arch: str, tap: str) -> None:
+  if tap not in tap_names(arch):
+    raise ValueError(
+        f"Unknown tap {tap!r} for encoder.arch={arch!r} (config field"
+        f" encoder.tap); choose one of {', '.join(tap_names(arch))}.")
+
+
+def default_tap(arch: str, layer: str) -> str:
+  """The activation that stands for `layer`: the output of its whole block.
+
+  AlexNets: see `alexnet.default_tap` (torchvision's follows bvlc_alexnet:
+  conv1/conv2 -> pool1/pool2). VGG-16: conv{i} -> pool{i}; see
+  `vgg.DEFAULT_TAPS` for why.
+  """
+  check_arch(arch)
+  check_layer(layer)
+  if arch in alexnet.ARCHITECTURES:
+    return alexnet.default_tap(arch, layer)
+  if arch == torchvision_alexnet.ARCH:
+    return torchvision_alexnet.DEFAULT_TAPS[layer]
+  return vgg.DEFAULT_TAPS[layer]
+
+
+def from_config(encoder_cfg: Mapping[str, Any],
+                dtype: Any = jnp.float32) -> nn.Module:
+  """Builds the encoder the `encoder` config block describes."""
+  arch = encoder_cfg["arch"]
+  check_arch(arch)
+  if arch in alexnet.ARCHITECTURES:
+    return alexnet.from_config(encoder_cfg, dtype)
+  if arch == torchvision_alexnet.ARCH:
+    return torchvision_alexnet.from_config(encoder_cfg, dtype)
+  return vgg.from_config(encoder_cfg, dtype)
+
+
+def tap_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+  """Per-example shape of every tap, computed without running the network."""
+  x = jax.ShapeDtypeStruct((1, model.input_size, model.input_size, 3),
+                           jnp.float32)
+  out = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x)[0], x)
+  return {name: tuple(v.shape[1:]) for name, v in out.items()}

@@ -1,0 +1,198 @@
+"""VGG-16 in both layouts and the encoder registry: the Caffe release ports to
+the same activations as an independent PyTorch pass, every inverter layer
+has a VGG meaning and a decoder, and training feeds each encoder its own
+preprocessing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import caffe_proto_writer as writer
+import reference_torchvision_torch as ref
+from inverter import encoder_weights, preflight, presets, train
+from inverter.models import alexnet, decoder, encoders, vgg
+from inverter.port import caffe, common, vgg_caffe
+from inverter.port import torchvision as tv_port
+
+TOLERANCE = 1e-4  # max |ours - reference| / max |reference|, at every tap.
+WIDTHS = (4, 8, 8, 16, 16)
+
+
+def vgg_caffe_layers(sd):
+  """VGG-16's train_val layers as the authors' Caffe file holds them."""
+  layers = [dict(name="data", type="Data", top=["data", "label"])]
+  bottom = "data"
+  for b, depth in enumerate(vgg.BLOCK_DEPTHS):
+    for i in range(depth):
+      name = f"conv{b + 1}_{i + 1}"
+      w, bias = sd[f"{name}.weight"].numpy(), sd[f"{name}.bias"].numpy()
+      layers += [
+          dict(name=name, type="Convolution", bottom=[bottom], top=[name],
+               blobs=[w, bias], conv=dict(num_output=w.shape[0],
+                                          kernel_size=[3], pad=[1])),
+          dict(name=f"relu{b + 1}_{i + 1}", type="ReLU", bottom=[name],
+               top=[name])]
+      bottom = name
+    layers.append(dict(name=f"pool{b + 1}", type="Pooling", bottom=[bottom],
+                       top=[f"pool{b + 1}"],
+                       pool=dict(pool=0, kernel_size=2, stride=2)))
+    bottom = f"pool{b + 1}"
+  for j in (6, 7, 8):
+    w, bias = sd[f"fc{j}.weight"].numpy(), sd[f"fc{j}.bias"].numpy()
+    layers.append(dict(name=f"fc{j}", type="InnerProduct", bottom=[bottom],
+                       top=[f"fc{j}"], blobs=[w, bias],
+                       ip=dict(num_output=w.shape[0])))
+    bottom = f"fc{j}"
+    if j < 8:
+      layers += [dict(name=f"relu{j}", type="ReLU", bottom=[bottom],
+                      top=[bottom]),
+                 dict(name=f"drop{j}", type="Dropout", bottom=[bottom],
+                      top=[bottom], dropout=dict(dropout_ratio=0.5))]
+  layers.append(dict(name="loss", type="SoftmaxWithLoss",
+                     bottom=["fc8", "label"], top=["loss"]))
+  return layers
+
+
+def write_caffemodel(path, sd, legacy=True):
+  path.write_bytes(writer.net_bytes(vgg_caffe_layers(sd), legacy=legacy,
+                                    legacy_dims=legacy,
+                                    name="VGG_ILSVRC_16_layers"))
+
+
+# 40 -> pool1..5 of 20, 10, 5, 3, 2 (Caffe rounds 5/2 and 3/2 up), so fc6
+# reads a 2x2x16 map; the V1 format is what the published file uses.
+@pytest.mark.parametrize("legacy", [True, False])
+def test_caffe_vgg16_matches_pytorch_at_every_tap(tmp_path, legacy):
+  size = 40
+  assert vgg_caffe.pool5_size(size) == 2
+  sd = ref.random_vgg16("caffe", WIDTHS, fc=24, classes=10, pool5=2)
+  path = tmp_path / "VGG_ILSVRC_16_layers.caffemodel"
+  write_caffemodel(path, sd, legacy)
+  ported = caffe.FORMAT.convert(str(path), dict(input_size=size))
+  assert ported.encoder.arch == "vgg16"
+  assert tuple(ported.encoder.widths) == WIDTHS
+  assert ported.preprocessing["mean"] == [103.939, 116.779, 123.68]
+  assert ported.preprocessing["channel_order"] == "BGR"
+
+  x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+  x = 50 * x  # Caffe space: BGR 0-255 minus the mean.
+  model = encoders.from_config(ported.encoder)
+  ours = model.apply({"params": ported.params},
+                     jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+  with torch.no_grad():
+    theirs = ref.caffe_vgg16(sd, x)
+  assert set(ours) == set(theirs) == set(vgg.TAPS)
+  for name, want in theirs.items():
+    want = want.numpy()
+    if want.ndim == 4:
+      want = want.transpose(0, 2, 3, 1)
+    got = np.asarray(ours[name])
+    assert got.shape == want.shape, name
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err <= TOLERANCE, f"{name}: relative error {err:.2e}"
+
+
+def test_caffe_vgg16_with_the_wrong_input_size_names_sizes_that_fit(tmp_path):
+  sd = ref.random_vgg16("caffe", WIDTHS, fc=8, classes=3, pool5=2)
+  path = tmp_path / "v.caffemodel"
+  write_caffemodel(path, sd)
+  with pytest.raises(common.PortError, match="pool5 is 7x7x16") as e:
+    caffe.FORMAT.convert(str(path), {})  # The default 224 gives pool5 7x7.
+  # pool5 is 2 wide exactly when ceil(n / 32) == 2.
+  assert "Input sizes 33 to 64 give that" in str(e.value)
+
+
+def test_caffe_vgg16_with_wrong_pooling_is_refused(tmp_path):
+  sd = ref.random_vgg16("caffe", WIDTHS, fc=8, classes=3, pool5=2)
+  layers = vgg_caffe_layers(sd)
+  for layer in layers:
+    if layer["name"] == "pool3":
+      layer["pool"] = dict(pool=1, kernel_size=2, stride=2)  # AVE
+  path = tmp_path / "v.caffemodel"
+  path.write_bytes(writer.net_bytes(layers, legacy=True, legacy_dims=True))
+  with pytest.raises(common.PortError, match="pool3.*2x2/2 max-pooling"):
+    caffe.FORMAT.convert(str(path), dict(input_size=40))
+
+
+def test_vgg_taps_and_parameters_have_the_published_shapes():
+  for arch in ("vgg16", "torchvision_vgg16"):
+    model = encoders.from_config(presets.encoder_config(arch))
+    shapes = encoders.tap_shapes(model)
+    assert set(shapes) == set(encoders.tap_names(arch))
+    assert [shapes[f"pool{i}"][:2] for i in range(1, 6)] == [
+        (112, 112), (56, 56), (28, 28), (14, 14), (7, 7)]
+    assert shapes["conv5_3"] == (14, 14, 512) and shapes["prob"] == (1000,)
+    params = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"])
+    assert params["conv1_1"]["kernel"].shape == (3, 3, 3, 64)
+    assert params["fc6"]["kernel"].shape == (7 * 7 * 512, 4096)
+    assert sum(np.prod(l.shape) for l in jax.tree.leaves(params)) == 138357544
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "torchvision_vgg16"])
+def test_every_layer_has_a_vgg_tap_and_a_decoder_reaching_224(arch):
+  model = encoders.from_config(presets.encoder_config(arch))
+  shapes = encoders.tap_shapes(model)
+  for layer in encoders.LAYERS:
+    cfg = presets.get_config(layer, f"arch={arch}")
+    assert cfg.data.crop_size == cfg.encoder.input_size == 224
+    assert preflight.config_problems(cfg) == []
+    tap = encoders.default_tap(arch, layer)
+    resolved = decoder.resolve(cfg.decoder, shapes[tap], 224)
+    # Block outputs 112..7 double exactly to 224; fc decoders crop to it.
+    assert resolved["output_size"] == 224, (layer, tap)
+  assert [encoders.default_tap(arch, f"conv{i}") for i in range(1, 6)] == [
+      f"pool{i}" for i in range(1, 6)]
+
+
+def test_training_feeds_ported_weights_their_own_preprocessing(tmp_path):
+  # Ported torchvision weights in the test preset's shape, loaded by setup.
+  cfg = presets.get_config("conv3", "test,arch=torchvision_vgg16")
+  sd = ref.random_vgg16("torchvision", tuple(cfg.encoder.widths),
+                        fc=cfg.encoder.fc_width,
+                        classes=cfg.encoder.num_classes)
+  torch.save(sd, tmp_path / "vgg16.pth")
+  ported = tv_port.FORMAT.convert(str(tmp_path / "vgg16.pth"),
+                                  dict(input_size=cfg.encoder.input_size))
+  encoder_weights.save(str(tmp_path / "enc"), ported.params, ported.encoder,
+                       preprocessing=ported.preprocessing, source=ported.source)
+  cfg.encoder.weights = str(tmp_path / "enc")
+  assert preflight.config_problems(cfg) == []
+  exp = train.setup(cfg)
+
+  # Pipeline (Caffe-space) images in, torchvision's forward pass on the
+  # normalised RGB originals as the reference.
+  images = np.random.default_rng(0).normal(
+      0, 60, (8, 32, 32, 3)).astype(np.float32)
+  feats = np.asarray(train.features(exp, exp.encoder_params,
+                                    jnp.asarray(images)))
+  rgb = (images + np.asarray(cfg.data.mean, np.float32))[..., ::-1] / 255.0
+  normalised = (rgb - np.array([0.485, 0.456, 0.406])) / np.array(
+      [0.229, 0.224, 0.225])
+  with torch.no_grad():
+    want = ref.torchvision_vgg16(sd, torch.tensor(
+        normalised.transpose(0, 3, 1, 2), dtype=torch.float32))[exp.tap]
+  want = want.numpy().transpose(0, 2, 3, 1)
+  assert exp.tap == "pool3"
+  assert np.abs(feats - want).max() / np.abs(want).max() <= TOLERANCE
+
+
+def test_registry_knows_every_arch_and_keeps_alexnet_working():
+  assert set(encoders.ARCHITECTURES) == {
+      "caffenet", "alexnet", "torchvision_alexnet", "vgg16",
+      "torchvision_vgg16"}
+  for arch in encoders.ARCHITECTURES:
+    cfg = presets.encoder_config(arch)
+    assert set(encoders.ARCHITECTURE_FIELDS[arch]) <= set(cfg)
+    assert encoders.tap_names(arch)[-1] == "prob"
+  # The Caffe AlexNet module is still reachable directly, as before.
+  assert type(alexnet.from_config(presets.encoder_config("caffenet"))) is (
+      type(encoders.from_config(presets.encoder_config("caffenet"))))
+  assert encoders.default_tap("torchvision_alexnet", "conv2") == "pool2"
+  with pytest.raises(ValueError, match="choose one of") as e:
+    encoders.check_tap("vgg16", "relu5")
+  assert "relu5_3" in str(e.value)
+  with pytest.raises(ValueError, match="vgg19"):
+    presets.get_config("fc6", "arch=vgg19")
