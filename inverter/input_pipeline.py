@@ -4,23 +4,30 @@ Every source yields batches of ``{'image': float32 [batch, crop, crop, 3]}``
 in Caffe's convention: **BGR channel order, 0-255 scale, mean subtracted**.
 That is what the AlexNet weights of the original Caffe model expect, so the
 same arrays can go straight into the (frozen) encoder; `to_rgb_uint8` undoes
-the convention for display.
+the convention for display. Asked ``with_labels=True`` (to train an encoder as
+a classifier), batches also hold ``'label'``: int32 [batch] class indices, in
+the order of `label_names`.
 
 Three kinds of ``data.source`` are understood:
 
 * a TFDS name (``'imagenet2012'``, ``'cifar10'``, ``'imagenette/320px-v2'``,
   ...): read from a prepared TFDS ``data_dir``; any dataset with an ``image``
-  feature works, all other features are dropped.
+  feature works, all other features are dropped (``label`` is kept when
+  labels are asked for).
 * ``'folder:PATH'``: image files on disk (or any `tf.io.gfile` path). Either
   the TFDS ImageFolder layout ``PATH/<split>/<label>/<image>`` with the split
   folders named by ``data.train_split`` / ``data.eval_split``, or a flat folder
   without split folders (images directly in ``PATH`` or in class subfolders):
   then the sorted file list is split deterministically, every 10th file
   (indices 0, 10, 20, ...) is the eval split and the rest the train split.
+  Labels exist only in the ImageFolder layout: the index of ``<label>`` among
+  the sorted class folders of the train split (for CIFAR-10 folders that is
+  TFDS ``cifar10``'s label order).
 * ``'builtin:skimage'``: the natural photographs that ship inside the
   installed scikit-image package, for offline demos. Training examples are an
   endless stream of random square crops of the training photos; evaluation
   uses 15 fixed crops of three held-out photos (see `_builtin_eval_boxes`).
+  It has no labels.
 
 Determinism: for a given seed the sequence of training batches is fixed. File
 and buffer shuffles are seeded, and every random augmentation uses stateless
@@ -142,7 +149,10 @@ def caffe_preprocess(image: tf.Tensor,
      per-channel ``data.mean``, both BGR) at the warped resolution, i.e.
      before cropping, as Caffe's data layer does;
   4. crop ``crop_size``: uniformly random when ``train``, centred otherwise
-     (offset ``(resize - crop) // 2``, Caffe's rounding);
+     (offset ``(resize - crop) // 2``, Caffe's rounding); when ``train`` and
+     ``data.crop_padding`` (default 0) is set, the warped image is first
+     padded by that many zeros (= the mean colour) on every side, the usual
+     translation augmentation for 32x32 classification (CIFAR-10);
   5. when ``train`` and ``data.mirror``, flip left-right with probability 1/2.
 
   Args:
@@ -162,6 +172,9 @@ def caffe_preprocess(image: tf.Tensor,
       raise ValueError("caffe_preprocess(train=True) needs a seed.")
     crop_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 2))
+    pad = data.get("crop_padding", 0)
+    if pad:
+      centred = tf.pad(centred, [[pad, pad], [pad, pad], [0, 0]])
     out = tf.image.stateless_random_crop(centred, [crop, crop, 3], crop_seed)
     if data.mirror:
       out = tf.image.stateless_random_flip_left_right(out, flip_seed)
@@ -246,11 +259,13 @@ def _tfds_eval_split(data: ml_collections.ConfigDict) -> str:
 
 
 def _tfds_encoded_images(data: ml_collections.ConfigDict, split: Any, *,
-                         train: bool, seed: int | None) -> tf.data.Dataset:
+                         train: bool, seed: int | None,
+                         with_labels: bool = False) -> tf.data.Dataset:
   """Undecoded image bytes of a TFDS split; other features are dropped.
 
-  Decoding is left to `_decode_encoded` so that it runs in a parallel map
-  after shuffling, where the buffer holds small encoded bytes.
+  With labels, elements are (image bytes, int32 label) pairs. Decoding is
+  left to `_decode_encoded` so that it runs in a parallel map after
+  shuffling, where the buffer holds small encoded bytes.
   """
   ds = _tfds_builder(data).as_dataset(
       split=split,
@@ -258,6 +273,9 @@ def _tfds_encoded_images(data: ml_collections.ConfigDict, split: Any, *,
       read_config=tfds.ReadConfig(
           shuffle_seed=seed, shuffle_reshuffle_each_iteration=True),
       decoders={"image": tfds.decode.SkipDecoding()})
+  if with_labels:
+    return ds.map(lambda example: (example["image"],
+                                   tf.cast(example["label"], tf.int32)))
   return ds.map(lambda example: example["image"])
 
 
@@ -265,35 +283,52 @@ def _decode_encoded(encoded: tf.data.Dataset,
                     data: ml_collections.ConfigDict) -> tf.data.Dataset:
   """Decodes image bytes to RGB uint8 [H, W, 3]; undecodable ones are dropped.
 
-  Grayscale becomes 3 channels; TF also decodes CMYK JPEGs to RGB.
+  Grayscale becomes 3 channels; TF also decodes CMYK JPEGs to RGB. Elements
+  may be (bytes, label) pairs; the label passes through unchanged.
   """
-  def decode(image_bytes: tf.Tensor) -> tf.Tensor:
-    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  def decode(image_bytes: tf.Tensor, *label: tf.Tensor) -> Any:
+    image = tf.io.decode_image(image_bytes, channels=3,
+                               expand_animations=False)
+    return (image, *label) if label else image
   return encoded.map(decode, num_parallel_calls=_parallelism(data)
                     ).ignore_errors(log_warning=True)
 
 
 def _tfds_train_images(data: ml_collections.ConfigDict, *, seed: int,
-                       process_index: int,
-                       process_count: int) -> tf.data.Dataset:
+                       process_index: int, process_count: int,
+                       with_labels: bool = False) -> tf.data.Dataset:
   """Endless, shuffled, decoded training images of this process's share."""
   split = tfds.split_for_jax_process(
       data.train_split, process_index=process_index,
       process_count=process_count)
-  encoded = _tfds_encoded_images(data, split, train=True, seed=seed)
+  encoded = _tfds_encoded_images(data, split, train=True, seed=seed,
+                                 with_labels=with_labels)
   encoded = encoded.shuffle(
       data.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
   return _decode_encoded(encoded, data)
 
 
 def _tfds_eval_images(data: ml_collections.ConfigDict, *, process_index: int,
-                      process_count: int) -> tf.data.Dataset:
+                      process_count: int,
+                      with_labels: bool = False) -> tf.data.Dataset:
   """Decoded eval images of this process's share, in stored order."""
   split = tfds.split_for_jax_process(
       _tfds_eval_split(data), process_index=process_index,
       process_count=process_count)
-  encoded = _tfds_encoded_images(data, split, train=False, seed=None)
+  encoded = _tfds_encoded_images(data, split, train=False, seed=None,
+                                 with_labels=with_labels)
   return _decode_encoded(encoded, data)
+
+
+def _tfds_label_names(data: ml_collections.ConfigDict) -> list[str]:
+  """Class names of a TFDS source's 'label' feature, in label order."""
+  features = _tfds_builder(data).info.features
+  label = features["label"] if "label" in features else None
+  if not isinstance(label, tfds.features.ClassLabel):
+    raise ValueError(
+        f"TFDS dataset {data.source!r} has no 'label' class feature"
+        f" (features: {sorted(features)}), so it cannot train a classifier.")
+  return list(label.names)
 
 
 def _tfds_eval_num_examples(data: ml_collections.ConfigDict) -> int:
@@ -512,22 +547,84 @@ def _read_rgb(path: bytes) -> np.ndarray:
 
 def _decode_files(paths: tf.data.Dataset,
                   data: ml_collections.ConfigDict) -> tf.data.Dataset:
-  """Decodes files in parallel with PIL, dropping the undecodable ones."""
-  def decode(path: tf.Tensor) -> tf.Tensor:
+  """Decodes files in parallel with PIL, dropping the undecodable ones.
+
+  Elements may be (path, label) pairs; the label passes through unchanged.
+  """
+  def decode(path: tf.Tensor, *label: tf.Tensor) -> Any:
     image = tf.numpy_function(_read_rgb, [path], tf.uint8, stateful=False)
-    return tf.ensure_shape(image, [None, None, 3])
+    image = tf.ensure_shape(image, [None, None, 3])
+    return (image, *label) if label else image
   images = paths.map(decode, num_parallel_calls=_parallelism(data))
-  return images.filter(lambda image: tf.size(image) > 0)
+  return images.filter(lambda image, *label: tf.size(image) > 0)
 
 
-def _paths_dataset(paths: Sequence[str]) -> tf.data.Dataset:
-  """A dataset of file names (typed, so that an empty list works too)."""
-  return tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+def _paths_dataset(paths: Sequence[str],
+                   labels: Sequence[int] | None = None) -> tf.data.Dataset:
+  """A dataset of file names, or of (file name, int32 label) pairs when
+  labels are given (typed, so that an empty list works too)."""
+  names = tf.constant(paths, tf.string)
+  if labels is None:
+    return tf.data.Dataset.from_tensor_slices(names)
+  return tf.data.Dataset.from_tensor_slices(
+      (names, tf.constant(labels, tf.int32, shape=[len(labels)])))
+
+
+def _split_folder(data: ml_collections.ConfigDict, role: str) -> str | None:
+  """PATH/<split> of an ImageFolder source, or None for a flat folder."""
+  root = _folder_root(data)
+  subfolders = _subfolders(root)
+  if not subfolders & (_COMMON_SPLIT_NAMES
+                       | {data.train_split, data.eval_split}):
+    return None
+  return os.path.join(
+      root, data.train_split if role == "train" else data.eval_split)
+
+
+def _folder_label_names(data: ml_collections.ConfigDict) -> list[str]:
+  """Sorted class folder names of the train split: label i is names[i]."""
+  train_dir = _split_folder(data, "train")
+  if train_dir is None:
+    raise ValueError(
+        f"Image folder {_folder_root(data)} has no split folders, so its"
+        " images have no labels. For classification use the ImageFolder"
+        f" layout PATH/{data.train_split}/<class>/<image> and"
+        f" PATH/{data.eval_split}/<class>/<image>.")
+  if not tf.io.gfile.isdir(train_dir):
+    raise ValueError(f"Image folder {_folder_root(data)} has no"
+                     f" {data.train_split!r} folder (data.train_split).")
+  names = sorted(_subfolders(train_dir))
+  if not names:
+    raise ValueError(
+        f"{train_dir} has no class folders, so its images have no labels;"
+        " put each class's images in its own folder"
+        f" {train_dir}/<class>/<image>.")
+  return names
+
+
+def _folder_labels(data: ml_collections.ConfigDict, role: str,
+                   files: Sequence[str]) -> list[int]:
+  """The label of every file: the index of its class folder."""
+  index = {name: i for i, name in enumerate(_folder_label_names(data))}
+  split_dir = _split_folder(data, role)
+  labels = []
+  for path in files:
+    parts = os.path.relpath(path, split_dir).split(os.sep)
+    if len(parts) < 2:
+      raise ValueError(f"{path} lies outside the class folders of {split_dir};"
+                       " every image needs a class folder"
+                       f" {split_dir}/<class>/<image>.")
+    if parts[0] not in index:
+      raise ValueError(
+          f"{path}: class folder {parts[0]!r} of the {role} split is not a"
+          f" class of the train split ({', '.join(index)}).")
+    labels.append(index[parts[0]])
+  return labels
 
 
 def _folder_train_images(data: ml_collections.ConfigDict, *, seed: int,
-                         process_index: int,
-                         process_count: int) -> tf.data.Dataset:
+                         process_index: int, process_count: int,
+                         with_labels: bool = False) -> tf.data.Dataset:
   """Endless decoded training images of this process's share of the files.
 
   The file list is fully reshuffled every epoch, so no shuffle buffer of
@@ -538,18 +635,20 @@ def _folder_train_images(data: ml_collections.ConfigDict, *, seed: int,
   if not files:
     raise ValueError(f"No training images for process {process_index} in"
                      f" {data.source}.")
-  paths = _paths_dataset(files).shuffle(
+  labels = _folder_labels(data, "train", files) if with_labels else None
+  paths = _paths_dataset(files, labels).shuffle(
       len(files), seed=seed, reshuffle_each_iteration=True).repeat()
   return _decode_files(paths, data)
 
 
 def _folder_eval_images(data: ml_collections.ConfigDict, *, process_index: int,
-                        process_count: int) -> tf.data.Dataset:
+                        process_count: int,
+                        with_labels: bool = False) -> tf.data.Dataset:
   """Decoded eval images of this process's share, in sorted file order."""
-  files = _eval_subset(_folder_files(data, "eval"), data)
-  return _decode_files(
-      _paths_dataset(_process_share(files, process_index, process_count)),
-      data)
+  files = _process_share(_eval_subset(_folder_files(data, "eval"), data),
+                         process_index, process_count)
+  labels = _folder_labels(data, "eval", files) if with_labels else None
+  return _decode_files(_paths_dataset(files, labels), data)
 
 
 def _folder_problems(data: ml_collections.ConfigDict) -> list[str]:
@@ -626,9 +725,16 @@ class _PhotoBank:
     return tf.slice(photo, tf.stack([y, x, 0]), tf.stack([side, side, 3]))
 
 
+def _builtin_no_labels(data: ml_collections.ConfigDict) -> ValueError:
+  return ValueError(
+      f"data.source={data.source!r} has no labels, so it cannot train a"
+      " classifier; use a labelled TFDS dataset (e.g. 'cifar10') or an image"
+      " folder 'folder:PATH' with PATH/<split>/<class>/<image>.")
+
+
 def _builtin_train_images(data: ml_collections.ConfigDict, *, seed: int,
-                          process_index: int,
-                          process_count: int) -> tf.data.Dataset:
+                          process_index: int, process_count: int,
+                          with_labels: bool = False) -> tf.data.Dataset:
   """Endless random square crops of this process's training photos.
 
   Each crop picks a photo uniformly, a side uniformly in
@@ -636,6 +742,8 @@ def _builtin_train_images(data: ml_collections.ConfigDict, *, seed: int,
   position; all from a stateless seed of (seed, process, crop number).
   """
   _check_builtin_name(data)
+  if with_labels:
+    raise _builtin_no_labels(data)
   paths = _skimage_photos(SKIMAGE_TRAIN_PHOTOS)
   if len(paths) < MIN_SKIMAGE_TRAIN_PHOTOS:
     raise ValueError(f"Only {len(paths)} scikit-image training photos found"
@@ -704,9 +812,11 @@ def _builtin_eval_setup(data: ml_collections.ConfigDict
 
 
 def _builtin_eval_images(data: ml_collections.ConfigDict, *,
-                         process_index: int,
-                         process_count: int) -> tf.data.Dataset:
+                         process_index: int, process_count: int,
+                         with_labels: bool = False) -> tf.data.Dataset:
   """This process's share of the fixed eval crops."""
+  if with_labels:
+    raise _builtin_no_labels(data)
   bank, boxes = _builtin_eval_setup(data)
   shard = _process_share(boxes, process_index, process_count)
   ds = tf.data.Dataset.from_tensor_slices(
@@ -756,13 +866,15 @@ def _mean_file_problems(data: ml_collections.ConfigDict) -> list[str]:
   return []
 
 
-def check_source(data: ml_collections.ConfigDict) -> list[str]:
+def check_source(data: ml_collections.ConfigDict, *,
+                 with_labels: bool = False) -> list[str]:
   """Human-readable problems that would stop training; empty when usable.
 
   Reads no examples and needs no network for local paths: TFDS builders are
   made with ``try_gcs=False`` (and TFDS 4.9 keeps its GCS lookups disabled by
   default); the TFDS part is bounded by a timeout in case a gs:// data_dir
   hangs. Under `tfds.testing.mock_data` a TFDS source counts as usable.
+  ``with_labels`` also requires labels (see `label_names`).
   """
   problems = _mean_file_problems(data)
   kind = _source_kind(data)
@@ -774,7 +886,28 @@ def check_source(data: ml_collections.ConfigDict) -> list[str]:
     problems += _call_with_deadline(
         lambda: _tfds_problems(data), _TFDS_CHECK_TIMEOUT_S,
         f"Checking TFDS dataset {data.source!r}")
+  if with_labels and not problems:
+    try:
+      label_names(data)
+    except ValueError as e:
+      problems.append(str(e))
   return problems
+
+
+def label_names(data: ml_collections.ConfigDict) -> list[str]:
+  """The class names of a labelled source; label i means names[i].
+
+  TFDS: the names of the 'label' feature. ImageFolder layout: the sorted
+  class folder names of the train split (so CIFAR-10 folders get TFDS
+  cifar10's order). Raises ValueError for sources without labels (flat
+  folders, builtin:skimage, TFDS datasets without a 'label' feature).
+  """
+  kind = _source_kind(data)
+  if kind == "folder":
+    return _folder_label_names(data)
+  if kind == "builtin":
+    raise _builtin_no_labels(data)
+  return _tfds_label_names(data)
 
 
 def train_iterator(data: ml_collections.ConfigDict,
@@ -782,23 +915,30 @@ def train_iterator(data: ml_collections.ConfigDict,
                    local_batch_size: int,
                    seed: int,
                    process_index: int = 0,
-                   process_count: int = 1) -> Iterator[Batch]:
+                   process_count: int = 1,
+                   with_labels: bool = False) -> Iterator[Batch]:
   """Endless training batches ``{'image': float32 [B, crop, crop, 3]}``.
 
   BGR, mean-subtracted (see `caffe_preprocess`). Reshuffled every epoch and
-  deterministic for a given (seed, process_index, process_count).
+  deterministic for a given (seed, process_index, process_count). With
+  ``with_labels``, batches also hold ``'label'``: int32 [B] (ValueError for a
+  source without labels).
   """
   readers = {"tfds": _tfds_train_images, "folder": _folder_train_images,
              "builtin": _builtin_train_images}
   images = readers[_source_kind(data)](
       data, seed=seed, process_index=process_index,
-      process_count=process_count)
+      process_count=process_count, with_labels=with_labels)
   base_seed = _stream_seed(seed, process_index, _PREPROCESS_STREAM)
 
-  def preprocess(position: tf.Tensor, image: tf.Tensor) -> dict[str, tf.Tensor]:
+  def preprocess(position: tf.Tensor, example: Any) -> dict[str, tf.Tensor]:
+    image, *label = example if with_labels else (example,)
     example_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
-    return {"image": caffe_preprocess(image, data=data, train=True,
-                                      seed=example_seed)}
+    out = {"image": caffe_preprocess(image, data=data, train=True,
+                                     seed=example_seed)}
+    if label:
+      out["label"] = label[0]
+    return out
 
   ds = images.enumerate().map(preprocess,
                               num_parallel_calls=_parallelism(data))
@@ -834,30 +974,37 @@ def eval_iterator(data: ml_collections.ConfigDict,
                   *,
                   local_batch_size: int,
                   process_index: int = 0,
-                  process_count: int = 1) -> Iterator[Batch]:
+                  process_count: int = 1,
+                  with_labels: bool = False) -> Iterator[Batch]:
   """Finite eval batches ``{'image': [B, crop, crop, 3], 'mask': bool [B]}``.
 
   Centre crops, no mirroring, no shuffling. Batches are padded with zero
   images whose mask is False, and every process yields exactly
   `eval_num_batches` batches (whole padding batches where its share is
-  shorter), so a multi-host eval loop stays in lockstep.
+  shorter), so a multi-host eval loop stays in lockstep. With
+  ``with_labels``, batches also hold ``'label'``: int32 [B] (0 for padding).
   """
   readers = {"tfds": _tfds_eval_images, "folder": _folder_eval_images,
              "builtin": _builtin_eval_images}
   images = readers[_source_kind(data)](
-      data, process_index=process_index, process_count=process_count)
+      data, process_index=process_index, process_count=process_count,
+      with_labels=with_labels)
   num_batches = eval_num_batches(data, local_batch_size=local_batch_size,
                                  process_count=process_count)
 
-  def preprocess(image: tf.Tensor) -> dict[str, tf.Tensor]:
-    return {"image": caffe_preprocess(image, data=data, train=False),
-            "mask": tf.constant(True)}
+  def preprocess(image: tf.Tensor, *label: tf.Tensor) -> dict[str, tf.Tensor]:
+    out = {"image": caffe_preprocess(image, data=data, train=False),
+           "mask": tf.constant(True)}
+    if label:
+      out["label"] = label[0]
+    return out
 
   crop = data.crop_size
-  padding = tf.data.Dataset.from_tensors({
-      "image": tf.zeros([crop, crop, 3], tf.float32),
-      "mask": tf.constant(False),
-  }).repeat()
+  pad_example = {"image": tf.zeros([crop, crop, 3], tf.float32),
+                 "mask": tf.constant(False)}
+  if with_labels:
+    pad_example["label"] = tf.constant(0, tf.int32)
+  padding = tf.data.Dataset.from_tensors(pad_example).repeat()
   ds = images.map(preprocess, num_parallel_calls=_parallelism(data))
   ds = ds.concatenate(padding).take(num_batches * local_batch_size)
   return _finalize(ds.batch(local_batch_size), data)

@@ -6,6 +6,11 @@ r"""Command line: train or evaluate an inverter.
   python -m inverter.main --config=configs/fc6.py --workdir=/tmp/fc6 --mode=eval
 
 Rerunning with the same workdir resumes from its latest checkpoint.
+Configs with `task='classify'` (configs/encoders/*.py) train an encoder as a
+classifier instead (inverter/classify.py):
+
+  python -m inverter.main --config=configs/encoders/cifar10.py \
+      --workdir=/tmp/cifar10_encoder
 """
 
 import logging as logging_std
@@ -14,7 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from inverter import encoder_weights, preflight, train
+from inverter import classify, encoder_weights, preflight, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
@@ -45,7 +50,10 @@ def main(argv):
   tf.config.set_visible_devices([], "GPU")
   config = FLAGS.config
   logging.info("Config:\n%s", config)
-  run = train.train_and_evaluate if FLAGS.mode == "train" else train.evaluate
+  is_classify = config.get("task", "invert") == classify.TASK
+  module = classify if is_classify else train
+  run = (module.train_and_evaluate if FLAGS.mode == "train"
+         else module.evaluate)
   try:
     metrics = run(config, FLAGS.workdir)
   except (preflight.PreflightError, encoder_weights.EncoderWeightsError,
@@ -53,6 +61,12 @@ def main(argv):
           FileNotFoundError) as e:
     print(f"\nERROR: {e}", file=sys.stderr)
     sys.exit(2)
+  if is_classify:
+    print(f"top-1 accuracy {100 * metrics['top1']:.2f}%, top-5"
+          f" {100 * metrics['top5']:.2f}% (step {metrics['step']},"
+          f" {metrics['num_images']} images of {config.data.eval_split});"
+          f" encoder exported to {FLAGS.workdir}/{classify.ENCODER_DIR}")
+    return
   print(f"normalized reconstruction error ({config.layer}, step"
         f" {metrics['step']}, {metrics['num_images']} images):"
         f" {metrics['normalized_error']:.4f}")

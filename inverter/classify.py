@@ -1,0 +1,591 @@
+"""Training an encoder from scratch as an image classifier.
+
+Where no pretrained weights exist (CPU runs, other data sets, the question
+what an encoder trained from scratch keeps), the project trains its own
+encoder: `train_and_evaluate(config, workdir)` trains the network of
+`config.encoder` with softmax cross-entropy on its fc8 logits, evaluates
+top-1/top-5 accuracy, resumes from the latest checkpoint in `workdir`, and at
+the end exports the params in the encoder format (`inverter.encoder_weights`)
+to `workdir/encoder`, so that any inverter config can use them with the
+config token `encoder=WORKDIR/encoder` (e.g. `configs/fc6.py:encoder=...`). `evaluate(config, workdir)`
+evaluates (and exports) the latest checkpoint only.
+
+Images come from the inverter's input pipeline (Caffe space: BGR 0-255 minus
+`data.mean`) through the same adapter the inverter uses
+(`preprocessing.encoder_input_fn`), so the encoder is trained on exactly what
+it sees later when it is inverted. Like `inverter.train`, one jitted step runs
+over a 1-D `data` mesh of all devices: the batch is sharded, parameters and
+optimizer state are replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import subprocess
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, periodic_actions
+from etils import epath
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from inverter import encoder_weights, input_pipeline, preflight, presets, train
+from inverter.models import encoders, preprocessing
+
+TASK = "classify"
+TrainState = train.TrainState
+# The top-k accuracies evaluated and reported.
+TOP_K = (1, 5)
+# Where the trained encoder is exported, relative to the workdir.
+ENCODER_DIR = "encoder"
+OPTIMIZERS = ("sgd", "adam")
+
+
+def base_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
+  """Every field of an encoder-training config, with Caffe-like defaults.
+
+  configs/encoders/*.py start from this and set the recipe. The `data` block
+  is the inverter's (so encoders are trained on images prepared exactly as
+  the inverter prepares them) plus `crop_padding`.
+  """
+  c = ml_collections.ConfigDict()
+  c.task = TASK
+  c.seed = 0
+  c.encoder = presets.encoder_config(arch)
+  # Trained from scratch: the initial params come from encoder.init_seed.
+  c.encoder.weights = encoder_weights.RANDOM
+  c.data = presets.get_config("fc8", f"arch={arch}").data
+  c.data.eval_num_images = -1  # Accuracy over the whole eval split.
+  # Train-time zero (= mean colour) padding before the random crop.
+  c.data.crop_padding = 0
+  c.batch_size = 256
+  c.eval_batch_size = 256
+  c.num_train_steps = 450_000
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd",  # 'sgd' (with momentum) or 'adam'.
+      learning_rate=0.01,
+      momentum=0.9,
+      nesterov=False,
+      b1=0.9,
+      b2=0.999,
+      # L2 on the kernels (not biases), added to the gradient as Caffe does.
+      weight_decay=5e-4,
+      # Caffe's 'step' policy: lr * decay_factor ** (step // decay_every_steps)
+      # when decay_every_steps > 0; otherwise `schedule` as in the inverter
+      # ('step' at fractions decay_at, 'cosine', 'constant').
+      decay_every_steps=100_000,
+      decay_factor=0.1,
+      schedule="step",
+      decay_at=(),
+      warmup_steps=0,
+  ))
+  # Caffe-space inputs are on the 0-255 scale (pixel std ~64), but He
+  # initialisation and the learning rate assume unit-variance inputs: with
+  # them as they are, the initial logits saturate the softmax and the ReLUs
+  # die within a few steps. The first layer is therefore trained as W = s * V
+  # with V initialised and updated like every other layer, s = input_scale:
+  # W starts at s times the He kernel and its updates are scaled by s**2
+  # (SGD) or s (Adam), which is exactly SGD/Adam on V. 1.0 turns this off
+  # (the default for encoders that normalise their input themselves).
+  c.input_scale = (1 / 64 if preprocessing.is_caffe_space(
+      c.encoder.preprocessing) else 1.0)
+  c.compute_dtype = "float32"
+  c.log_every_steps = 100
+  c.eval_every_steps = 10_000
+  c.checkpoint_every_steps = 5_000
+  c.keep_checkpoints = 3
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+  """Everything fixed for a run: model, input adapter, mesh, class names."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  model: Any  # A Flax module from encoders.from_config.
+  encoder_input: Callable[[jax.Array], jax.Array]
+  label_names: tuple[str, ...]
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def data_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P("data"))
+
+
+# --------------------------------------------------------------------------
+# Config checks and setup.
+# --------------------------------------------------------------------------
+
+
+def config_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Problems in a classification config (no file system access)."""
+  problems = []
+  try:
+    encoders.check_arch(config.encoder.arch)
+  except ValueError as e:
+    return [str(e)]
+  problems += preprocessing.problems(config.encoder.preprocessing, config.data)
+  if config.data.crop_size != config.encoder.input_size:
+    problems.append(
+        f"data.crop_size={config.data.crop_size} differs from"
+        f" encoder.input_size={config.encoder.input_size}; set both to the"
+        " same value.")
+  if config.data.resize_size < config.data.crop_size:
+    problems.append(f"data.resize_size={config.data.resize_size} is smaller"
+                    f" than data.crop_size={config.data.crop_size}.")
+  if not config.input_scale > 0:
+    problems.append(f"input_scale={config.input_scale} must be > 0.")
+  if config.data.get("crop_padding", 0) < 0:
+    problems.append(f"data.crop_padding={config.data.crop_padding} must be"
+                    " >= 0.")
+  devices = jax.device_count()
+  for field in ("batch_size", "eval_batch_size"):
+    value = config[field]
+    if value <= 0 or value % devices:
+      problems.append(
+          f"{field}={value} must be a positive multiple of the number of"
+          f" devices ({devices}); e.g. --config.{field}="
+          f"{max(devices, value - value % devices)}.")
+  opt = config.optimizer
+  if opt.name not in OPTIMIZERS:
+    problems.append(f"optimizer.name must be one of {', '.join(OPTIMIZERS)},"
+                    f" got {opt.name!r}.")
+  if opt.schedule not in ("step", "cosine", "constant"):
+    problems.append("optimizer.schedule must be 'step', 'cosine' or"
+                    f" 'constant', got {opt.schedule!r}.")
+  if config.compute_dtype not in ("float32", "bfloat16"):
+    problems.append("compute_dtype must be 'float32' or 'bfloat16', got"
+                    f" {config.compute_dtype!r}.")
+  return problems
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises preflight.PreflightError listing every problem found, if any."""
+  problems = config_problems(config)
+  data_problems = input_pipeline.check_source(config.data, with_labels=True)
+  problems += data_problems
+  if not data_problems and not problems:
+    names = input_pipeline.label_names(config.data)
+    if len(names) != config.encoder.num_classes:
+      problems.append(
+          f"{config.data.source} has {len(names)} classes but"
+          f" encoder.num_classes={config.encoder.num_classes}; set"
+          f" --config.encoder.num_classes={len(names)}.")
+  if problems:
+    raise preflight.PreflightError(problems)
+
+
+def _data_mesh() -> jax.sharding.Mesh:
+  # The same 1-D mesh as train.setup: the batch is split on `data`.
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def setup(config: ml_collections.ConfigDict) -> Classifier:
+  """Builds the model, input adapter and mesh (checks nothing)."""
+  dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+  return Classifier(
+      config=config, mesh=_data_mesh(),
+      model=encoders.from_config(config.encoder, dtype=dtype),
+      encoder_input=preprocessing.encoder_input_fn(
+          config.encoder.preprocessing, config.data),
+      label_names=tuple(input_pipeline.label_names(config.data)))
+
+
+def identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a workdir's checkpoints are: task, network and training data."""
+  ident = dict(task=TASK,
+               encoder=encoder_weights.architecture(config.encoder),
+               data=dict(source=config.data.source,
+                         train_split=config.data.train_split))
+  return json.loads(json.dumps(ident))
+
+
+# --------------------------------------------------------------------------
+# Optimizer, steps and metrics.
+# --------------------------------------------------------------------------
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict
+                          ) -> optax.Schedule:
+  """Caffe's 'step' policy if optimizer.decay_every_steps > 0, else the
+  inverter's schedules (`train.learning_rate_schedule`)."""
+  opt = config.optimizer
+  if opt.decay_every_steps > 0:
+    main = optax.exponential_decay(
+        opt.learning_rate, transition_steps=opt.decay_every_steps,
+        decay_rate=opt.decay_factor, staircase=True)
+    if not opt.warmup_steps:
+      return main
+    warmup = optax.linear_schedule(0.0, opt.learning_rate, opt.warmup_steps)
+    return optax.join_schedules([warmup, main], [opt.warmup_steps])
+  return train.learning_rate_schedule(config)
+
+
+# The first layer's parameter name in each encoder family.
+_FIRST_LAYER = {"alexnet": "conv1", "vgg16": "conv1_1"}
+
+
+def _first_layer(config: ml_collections.ConfigDict) -> str:
+  return _FIRST_LAYER[encoders.family(config.encoder.arch)]
+
+
+def make_optimizer(config: ml_collections.ConfigDict
+                  ) -> optax.GradientTransformation:
+  """SGD with momentum or Adam, after adding weight_decay * kernel to the
+  gradient (Caffe's L2 regularisation; biases are not decayed), with the
+  first layer's updates scaled for `input_scale` (see `base_config`)."""
+  opt = config.optimizer
+  schedule = learning_rate_schedule(config)
+  if opt.name == "sgd":
+    base = optax.sgd(schedule, momentum=opt.momentum or None,
+                     nesterov=opt.nesterov)
+    first_scale = config.input_scale ** 2
+  else:
+    base = optax.adam(schedule, b1=opt.b1, b2=opt.b2)
+    first_scale = config.input_scale
+  parts = []
+  if opt.weight_decay:
+    kernels = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+    parts.append(optax.add_decayed_weights(opt.weight_decay, mask=kernels))
+  parts.append(base)
+  if first_scale != 1:
+    first = _first_layer(config)
+    only_first = lambda params: {
+        name: jax.tree.map(lambda _: name == first, layer)  # pylint: disable=cell-var-from-loop
+        for name, layer in params.items()}
+    parts.append(optax.masked(optax.scale(first_scale), only_first))
+  return optax.chain(*parts)
+
+
+def create_train_state(clf: Classifier) -> TrainState:
+  """Fresh params (seed encoder.init_seed; the first kernel times
+  input_scale) and optimizer state, replicated."""
+  config = clf.config
+  size = config.encoder.input_size
+  dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+  tx = make_optimizer(config)
+  first = _first_layer(config)
+
+  def init(key):
+    params = clf.model.init(key, dummy)["params"]
+    params = dict(params)
+    params[first] = dict(params[first], kernel=params[first]["kernel"]
+                         * config.input_scale)
+    return TrainState.create(apply_fn=clf.model.apply, params=params, tx=tx)
+
+  return jax.jit(init, out_shardings=clf.replicated)(
+      jax.random.key(int(config.encoder.init_seed)))
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array,
+                 ks: tuple[int, ...] = TOP_K) -> dict[int, jax.Array]:
+  """{k: bool [N]}: whether the true label is among the k highest logits.
+
+  The label's rank is the number of other classes whose logit is at least
+  as high, so ties count against the label: a network that outputs the same
+  logit for every class scores 0, not 100%.
+  """
+  true_logit = jnp.take_along_axis(logits, labels[:, None], axis=1)
+  rank = jnp.sum(logits >= true_logit, axis=1) - 1
+  return {k: rank < k for k in ks}
+
+
+def _logits(clf: Classifier, params, images_, *, train: bool, rng=None):
+  taps = clf.model.apply(
+      {"params": params}, clf.encoder_input(images_), train=train,
+      until="fc8", rngs=None if rng is None else {"dropout": rng})
+  return taps["fc8"].astype(jnp.float32)
+
+
+def make_train_step(clf: Classifier):
+  """(state, images, labels) -> (state, loss, number correct); donates state.
+
+  Dropout's key is the config seed folded with the step number, so a resumed
+  run draws the same masks as an uninterrupted one.
+  """
+  seed = int(clf.config.seed)
+
+  def step(state, images_, labels):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+
+    def loss_fn(params):
+      logits = _logits(clf, params, images_, train=True, rng=rng)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      return loss.mean(), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    correct = jnp.sum(jnp.argmax(logits, axis=1) == labels)
+    return state.apply_gradients(grads=grads), loss, correct
+
+  return jax.jit(step, donate_argnums=0,
+                 in_shardings=(clf.replicated, clf.data_sharding,
+                               clf.data_sharding),
+                 out_shardings=(clf.replicated, clf.replicated,
+                                clf.replicated))
+
+
+def make_eval_step(clf: Classifier):
+  """(params, images, labels, mask) -> {'loss', 'top1', 'top5', 'count'} sums
+  over the real (mask True) images of the batch."""
+
+  def step(params, images_, labels, mask):
+    logits = _logits(clf, params, images_, train=False)
+    weight = mask.astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    sums = {f"top{k}": jnp.sum(c * weight)
+            for k, c in topk_correct(logits, labels).items()}
+    return dict(sums, loss=jnp.sum(loss * weight), count=jnp.sum(weight))
+
+  return jax.jit(step, in_shardings=(clf.replicated,) + (
+      clf.data_sharding,) * 3, out_shardings=clf.replicated)
+
+
+def _global(clf: Classifier, local: np.ndarray) -> jax.Array:
+  return jax.make_array_from_process_local_data(clf.data_sharding, local)
+
+
+def evaluate_state(clf: Classifier, params: Any, step: int,
+                   workdir: epath.Path, writer=None,
+                   eval_step=None) -> dict[str, Any]:
+  """Top-1/top-5 accuracy and loss over the whole eval split (padding masked);
+  writes eval/metrics.json. Pass an earlier `make_eval_step` to skip
+  recompiling."""
+  config = clf.config
+  eval_step = eval_step or make_eval_step(clf)
+  local = train._local_batch_size(config.eval_batch_size)  # pylint: disable=protected-access
+  batches = input_pipeline.eval_iterator(
+      config.data, local_batch_size=local, process_index=jax.process_index(),
+      process_count=jax.process_count(), with_labels=True)
+  totals = {k: 0.0 for k in ("loss", "count", *(f"top{k}" for k in TOP_K))}
+  start = time.monotonic()
+  for batch in batches:
+    sums = eval_step(params, _global(clf, batch["image"]),
+                     _global(clf, batch["label"]), _global(clf, batch["mask"]))
+    for key, value in jax.device_get(sums).items():
+      totals[key] += float(value)
+  count = max(totals["count"], 1.0)
+  metrics = dict(
+      step=int(step), task=TASK,
+      num_images=int(totals["count"]),
+      **{f"top{k}": totals[f"top{k}"] / count for k in TOP_K},
+      loss=totals["loss"] / count,
+      num_classes=len(clf.label_names),
+      encoder=config.encoder.arch,
+      data=config.data.source, split=config.data.eval_split,
+      skipped_corrupt_images=input_pipeline.skipped_images(),
+      eval_seconds=time.monotonic() - start)
+  logging.info("Eval at step %d: top-1 %.2f%%, top-5 %.2f%%, loss %.4f over"
+               " %d images.", step, 100 * metrics["top1"],
+               100 * metrics["top5"], metrics["loss"], metrics["num_images"])
+  if jax.process_index() == 0:
+    eval_dir = workdir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+  if writer is not None:
+    writer.write_scalars(step, {f"eval/{k}": metrics[k]
+                                for k in ("top1", "top5", "loss")})
+  return metrics
+
+
+# --------------------------------------------------------------------------
+# Export in the encoder format.
+# --------------------------------------------------------------------------
+
+
+def _git_commit() -> str | None:
+  """`git describe --always --dirty` of this checkout, if it is one."""
+  try:
+    out = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+        cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+        text=True, timeout=10, check=True)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout.strip() or None
+
+
+def export_encoder(clf: Classifier, params: Any, metrics: dict[str, Any],
+                   workdir: epath.Path) -> epath.Path:
+  """Writes the encoder to workdir/encoder with its provenance; logs how to
+  use it in an inverter config."""
+  config = clf.config
+  path = workdir / ENCODER_DIR
+  pre = dict(config.encoder.preprocessing.to_dict(),
+             input_size=config.encoder.input_size,
+             resize_size=config.data.resize_size,
+             crop_size=config.data.crop_size)
+  source = dict(
+      trained_by="inverter.classify (trained from scratch)",
+      data=config.data.source, train_split=config.data.train_split,
+      eval_split=config.data.eval_split, label_names=list(clf.label_names),
+      step=metrics["step"], top1=metrics["top1"], top5=metrics["top5"],
+      eval_num_images=metrics["num_images"],
+      git_commit=_git_commit(),
+      exported=datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      config=json.loads(config.to_json_best_effort()))
+  if jax.process_index() == 0:
+    encoder_weights.save(str(path), jax.device_get(params), config.encoder,
+                         preprocessing=pre, source=source)
+  logging.info("Exported the encoder (top-1 %.2f%% at step %d) to %s. Invert"
+               " it with any inverter config, e.g.:\n  python -m inverter.main"
+               " --config=configs/fc6.py:encoder=%s --workdir=...",
+               100 * metrics["top1"], metrics["step"], path, path)
+  return path
+
+
+# --------------------------------------------------------------------------
+# Train and evaluate.
+# --------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) a classifier in `workdir`, evaluates it and exports
+  the encoder; returns the final eval metrics."""
+  workdir = epath.Path(workdir)
+  check(config)
+  train.check_workdir(config, workdir, identity(config))
+  clf = setup(config)
+  train._save_config(config, workdir, identity(config))  # pylint: disable=protected-access
+  logging.info("Training %s (input %d, %d classes) on %s; %d devices,"
+               " global batch %d, %d steps.", config.encoder.arch,
+               config.encoder.input_size, len(clf.label_names),
+               config.data.source, jax.device_count(), config.batch_size,
+               config.num_train_steps)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  manager = train._checkpoint_manager(workdir, config)  # pylint: disable=protected-access
+  state = create_train_state(clf)
+  eval_step = make_eval_step(clf)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    state = train._restore(manager, state, start_step)  # pylint: disable=protected-access
+    logging.info("Resumed from the checkpoint at step %d in %s.", start_step,
+                 workdir)
+  if start_step >= config.num_train_steps:
+    logging.info("Already trained for %d >= num_train_steps=%d steps.",
+                 start_step, config.num_train_steps)
+  else:
+    state = _train_loop(clf, state, manager, writer, start_step, eval_step)
+  metrics = evaluate_state(clf, state.params, int(state.step), workdir,
+                           writer, eval_step)
+  export_encoder(clf, state.params, metrics, workdir)
+  writer.flush()
+  manager.wait_until_finished()
+  manager.close()
+  return metrics
+
+
+def _train_loop(clf: Classifier, state: TrainState, manager, writer,
+                start_step: int, eval_step) -> TrainState:
+  """Trains from `start_step` to the end; returns the final state."""
+  config = clf.config
+  workdir = epath.Path(manager.directory).parent
+  train_step = make_train_step(clf)
+  # A resumed run reshuffles with a seed derived from its start step.
+  batches: Iterator[dict[str, np.ndarray]] = input_pipeline.train_iterator(
+      config.data, local_batch_size=train._local_batch_size(config.batch_size),  # pylint: disable=protected-access
+      seed=config.seed + start_step, process_index=jax.process_index(),
+      process_count=jax.process_count(), with_labels=True)
+  schedule = learning_rate_schedule(config)
+  report = periodic_actions.ReportProgress(
+      num_train_steps=config.num_train_steps, writer=writer,
+      every_steps=config.log_every_steps, every_secs=None)
+  loss_sum = jnp.zeros((), jnp.float32)
+  correct_sum = jnp.zeros((), jnp.int32)
+  window_start, window_step = time.monotonic(), start_step
+  last_good_checkpoint = start_step
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    batch = next(batches)
+    state, loss, correct = train_step(state, _global(clf, batch["image"]),
+                                      _global(clf, batch["label"]))
+    loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
+    report(step)
+    is_last = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or is_last:
+      steps = step - window_step
+      mean_loss = float(loss_sum) / steps
+      if not np.isfinite(mean_loss):
+        raise train.DivergedError(
+            f"Training diverged: the mean loss over steps {window_step + 1}"
+            f"-{step} is {mean_loss}. Nothing was saved after step"
+            f" {last_good_checkpoint}; lower optimizer.learning_rate (now"
+            f" {config.optimizer.learning_rate}) and rerun (it resumes from"
+            " the last good checkpoint).")
+      accuracy = float(correct_sum) / (steps * config.batch_size)
+      elapsed = time.monotonic() - window_start
+      images_per_sec = steps * config.batch_size / elapsed
+      eta = (config.num_train_steps - step) * elapsed / steps
+      lr = float(schedule(step - 1))
+      writer.write_scalars(step, {"train/loss": mean_loss,
+                                  "train/accuracy": accuracy,
+                                  "train/images_per_sec": images_per_sec,
+                                  "learning_rate": lr})
+      logging.info("step %d/%d: loss %.4f, train accuracy %.2f%%, lr %.2g,"
+                   " %.1f images/s, ETA %s", step, config.num_train_steps,
+                   mean_loss, 100 * accuracy, lr, images_per_sec,
+                   train._format_seconds(eta))  # pylint: disable=protected-access
+      loss_sum = jnp.zeros((), jnp.float32)
+      correct_sum = jnp.zeros((), jnp.int32)
+      window_start, window_step = time.monotonic(), step
+    if step % config.checkpoint_every_steps == 0 or is_last:
+      if not np.isfinite(float(loss)):
+        raise train.DivergedError(
+            f"Training diverged: loss {float(loss)} at step {step}; not"
+            f" saving. The last good checkpoint is step {last_good_checkpoint};"
+            " lower optimizer.learning_rate and rerun.")
+      manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
+      last_good_checkpoint = step
+    if step % config.eval_every_steps == 0 and not is_last:
+      with report.timed("eval"):
+        evaluate_state(clf, state.params, step, workdir, writer, eval_step)
+  manager.wait_until_finished()
+  return state
+
+
+def restore_latest(clf: Classifier, workdir: str) -> TrainState | None:
+  """The newest checkpointed train state in `workdir`, or None if none."""
+  manager = train._checkpoint_manager(epath.Path(workdir), clf.config)  # pylint: disable=protected-access
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    return train._restore(manager, create_train_state(clf), step)  # pylint: disable=protected-access
+  finally:
+    manager.close()
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Evaluates the latest checkpoint in `workdir` and exports its encoder."""
+  workdir = epath.Path(workdir)
+  check(config)
+  train.check_workdir(config, workdir, identity(config))
+  clf = setup(config)
+  state = restore_latest(clf, workdir)
+  if state is None:
+    raise FileNotFoundError(
+        f"No checkpoint in {workdir / 'checkpoints'} to evaluate; train first"
+        " with --mode=train (the default).")
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  metrics = evaluate_state(clf, state.params, int(state.step), workdir, writer)
+  export_encoder(clf, state.params, metrics, workdir)
+  writer.flush()
+  return metrics
