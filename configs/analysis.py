@@ -1,0 +1,80 @@
+r"""The paper's studies on trained inverters (python -m inverter.analysis).
+
+  python -m inverter.analysis --config=configs/analysis.py:STUDY \
+      --config.inverters="('/tmp/conv1', '/tmp/fc6', '/tmp/fc8')" \
+      --workdir=/tmp/analysis
+
+STUDY is one of layers, perturb, interpolate, sample, topk, color_position
+(see inverter/analysis/__init__.py). `inverters` takes workdirs (local or
+gs://) or globs, e.g. --config.inverters='/tmp/demo_*'. Examples:
+
+  # The paper's table and figure: every layer on the same images.
+  python -m inverter.analysis --config=configs/analysis.py:layers \
+      --config.inverters='/tmp/demo_*' --workdir=/tmp/analysis
+  # Perturbed features, with other noise levels.
+  python -m inverter.analysis --config=configs/analysis.py:perturb \
+      --config.inverters='/tmp/demo_*' --workdir=/tmp/analysis \
+      --config.perturb.perturbations="('binarize', 'dropout:0.5', 'noise:5')"
+  # Samples of fc6 from a truncated full-covariance Gaussian.
+  python -m inverter.analysis --config=configs/analysis.py:sample \
+      --config.inverters=/tmp/demo_fc6 --config.sample.method=gaussian \
+      --workdir=/tmp/analysis
+  # fc8 from its top-5 activations, with the inverter trained on them
+  # (python -m inverter.main --config=configs/fc8_top5.py:demo ...).
+  python -m inverter.analysis --config=configs/analysis.py:topk \
+      --config.inverters="('/tmp/demo_fc8', '/tmp/demo_fc8_top5')" \
+      --workdir=/tmp/analysis
+
+Images: by default each inverter's own evaluation data (its config's
+data.source and eval split); `data.source` points every inverter at other
+images ('folder:PATH', 'builtin:skimage' or a TFDS name).
+"""
+
+import ml_collections
+
+STUDIES = ("layers", "perturb", "interpolate", "sample", "topk",
+           "color_position")
+
+
+def get_config(study=None):
+  if study not in STUDIES:
+    raise ValueError(f"Unknown study {study!r}; use configs/analysis.py:STUDY"
+                     f" with STUDY one of {', '.join(STUDIES)}.")
+  c = ml_collections.ConfigDict()
+  c.study = study
+  # Inverter workdirs (local or gs://) or globs of them.
+  c.inverters = ()
+  # Where the encoder weights are, if not where the inverters were trained.
+  c.encoder_weights = ""
+  c.data = ml_collections.ConfigDict(dict(
+      source="",  # '' = each inverter's own evaluation data.
+      data_dir="",
+      split="",  # '' = the inverter's eval split.
+  ))
+  c.num_images = 64  # -1: all images of the split.
+  # Images per batch; the normalized error compares images within a batch,
+  # as training's evaluation does (64 there too).
+  c.batch_size = 64
+  c.num_figure_images = 6
+  c.seed = 0
+
+  c.perturb = ml_collections.ConfigDict(dict(
+      perturbations=("binarize", "dropout:0.5", "noise:20", "noise:10",
+                     "noise:0", "quantize:4", "quantize:2"),
+  ))
+  c.interpolate = ml_collections.ConfigDict(dict(num_pairs=3, steps=8))
+  c.sample = ml_collections.ConfigDict(dict(
+      method="marginal",  # or 'gaussian' (truncated at 0 after ReLUs)
+      num_samples=8,
+      num_fit_images=-1,  # -1: all num_images study images.
+      layers=(),  # () = every given inverter, e.g. ('fc6', 'fc7').
+  ))
+  c.topk = ml_collections.ConfigDict(dict(k=5))
+  c.color_position = ml_collections.ConfigDict(dict(
+      blur_size=8,
+      # Translations as fractions of the input size (each left, right, up,
+      # down).
+      shifts=(0.0625, 0.125),
+      num_images=8,
+  ))
+  return c

@@ -1,0 +1,267 @@
+"""`inverter.load(path)`: a trained inverter, restored for use (e.g. in Colab).
+
+A workdir written by `python -m inverter.main` holds everything needed:
+`config.json` (the resolved config, with the encoder reference
+`encoder.weights`) and Orbax checkpoints. `load` rebuilds the encoder and
+decoder on however many devices this machine has (a checkpoint written on 8
+TPU cores restores on one CPU) and returns an `Inverter`:
+
+  inv = inverter.load("gs://bucket/fc6")     # or a local workdir
+  feats = inv.features(images)               # uint8 RGB, any size
+  recons = inv.invert(feats)                 # uint8 RGB at the decoder size
+  recons = inv.reconstruct(images)           # both at once
+
+Images are uint8 RGB arrays: one [H, W, 3] image, a batch [N, H, W, 3], or a
+list of images of different sizes (grayscale and RGBA are converted). The
+inverter's own preprocessing (Caffe-style warp, centre crop, mean) is applied
+inside. Work runs in fixed-size batches sharded over all local devices, so
+any number of images works and nothing recompiles between calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from inverter import encoder_weights as encoder_weights_lib
+from inverter import feature_transforms, input_pipeline, presets, train
+
+ImageInput = np.ndarray | Sequence[np.ndarray]
+
+
+class NotAnInverterError(FileNotFoundError):
+  """The path is not a workdir with a saved config and a checkpoint."""
+
+
+def _merge(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+  """`saved` on top of `defaults`, recursively: fields added to the config
+  after a workdir was written get their (behaviour-preserving) defaults."""
+  out = dict(defaults)
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(out.get(key), dict):
+      out[key] = _merge(out[key], value)
+    else:
+      out[key] = value
+  return out
+
+
+def saved_config(path: str) -> ml_collections.ConfigDict:
+  """The config an inverter workdir was trained with."""
+  config_path = epath.Path(path) / "config.json"
+  if not config_path.exists():
+    raise NotAnInverterError(
+        f"No config.json in {path}: not an inverter workdir. Pass the"
+        " --workdir of a `python -m inverter.main` run (local or gs://).")
+  saved = json.loads(config_path.read_text())["config"]
+  try:
+    arch = saved.get("encoder", {}).get("arch", "caffenet")
+    defaults = presets.get_config(saved["layer"], f"arch={arch}").to_dict()
+  except (KeyError, ValueError):
+    defaults = {}
+  return ml_collections.ConfigDict(_merge(defaults, saved))
+
+
+def _restore_params(exp: train.Experiment, path: str) -> tuple[Any, int]:
+  """The decoder params of the newest checkpoint, replicated on this mesh."""
+  manager = ocp.CheckpointManager(
+      epath.Path(path) / "checkpoints",
+      options=ocp.CheckpointManagerOptions(create=False, read_only=True,
+                                           save_interval_steps=0))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise NotAnInverterError(
+          f"No checkpoint in {epath.Path(path) / 'checkpoints'}; train first"
+          f" (python -m inverter.main --config=... --workdir={path}).")
+    # Shapes only (nothing is compiled or allocated): the full train state,
+    # because that is what was saved, placed replicated on the local mesh.
+    abstract = jax.eval_shape(lambda: train.create_train_state(exp, 0))
+    abstract = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                       sharding=exp.replicated), abstract)
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  finally:
+    manager.close()
+  return state.params, int(step)
+
+
+def _raw_experiment(exp: train.Experiment) -> train.Experiment:
+  """`exp` without its feature transform: the encoder's features as they are."""
+  config = ml_collections.ConfigDict(exp.config.to_dict())
+  config.feature_transform = ""
+  return dataclasses.replace(exp, config=config)
+
+
+class Inverter:
+  """A restored inverter: encoder, decoder params and their preprocessing.
+
+  Attributes: `config` (as trained), `path`, `step` (of the checkpoint),
+  `layer`, `tap`, `feature_transform`, `feature_shape` (per example),
+  `input_size` and `output_size` (pixels), `name` (e.g. 'fc8' or
+  'fc8_top5'), `batch_size` (images per device call).
+  """
+
+  def __init__(self, path: str, config: ml_collections.ConfigDict,
+               exp: train.Experiment, params: Any, step: int,
+               batch_size: int):
+    self.path, self.config, self.exp = str(path), config, exp
+    self.params, self.step = params, step
+    self.layer, self.tap = config.layer, exp.tap
+    self.feature_transform = config.get("feature_transform", "")
+    self.feature_shape = tuple(exp.feature_shape)
+    self.input_size = int(config.encoder.input_size)
+    self.output_size = int(exp.output_size)
+    self.name = self.layer + (f"_{self.feature_transform}"
+                              if self.feature_transform else "")
+    devices = jax.device_count()
+    self.batch_size = -(-max(1, batch_size) // devices) * devices
+    rep, data = exp.replicated, exp.data_sharding
+    raw = _raw_experiment(exp)
+    jit = lambda fn: jax.jit(fn, in_shardings=(rep, data), out_shardings=data)
+    self._encode = {
+        False: jit(lambda p, x: train.features(exp, p, x)),
+        True: jit(lambda p, x: train.features(raw, p, x)),
+    }
+    self._decode = jit(lambda p, f: exp.decoder.apply({"params": p}, f))
+    self._target = jax.jit(lambda x: train.targets_for(x, self.output_size))
+
+  def __repr__(self) -> str:
+    return (f"Inverter({self.name}, tap {self.tap}, step {self.step},"
+            f" {self.input_size}px -> {self.output_size}px, {self.path})")
+
+  # ------------------------------------------------------------------ images
+
+  def preprocess(self, images: ImageInput) -> np.ndarray:
+    """uint8 RGB image(s) -> float32 [N, S, S, 3] encoder input (BGR, mean
+    subtracted): warped to data.resize_size and centre-cropped, as in eval."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    out = [input_pipeline.caffe_preprocess(
+        tf.convert_to_tensor(image), data=self.config.data, train=False)
+           for image in _image_list(images)]
+    return np.stack([np.asarray(o) for o in out]).astype(np.float32)
+
+  def to_rgb(self, images: np.ndarray) -> np.ndarray:
+    """Encoder-space or decoder-output images -> uint8 RGB."""
+    return input_pipeline.to_rgb_uint8(np.asarray(images), self.config.data)
+
+  def target(self, preprocessed: np.ndarray) -> np.ndarray:
+    """What a reconstruction is compared with: the input at the output size."""
+    return np.asarray(self._target(jnp.asarray(preprocessed, jnp.float32)))
+
+  # ---------------------------------------------------------------- features
+
+  def encode(self, preprocessed: np.ndarray, raw: bool = False) -> np.ndarray:
+    """Preprocessed images -> the features the decoder takes ([N, ...]);
+    `raw=True` skips the inverter's feature_transform (e.g. top5)."""
+    x = np.asarray(preprocessed, np.float32)
+    expected = (self.input_size, self.input_size, 3)
+    if x.ndim != 4 or x.shape[1:] != expected:
+      raise ValueError(f"{self.name}: preprocessed images must have shape"
+                       f" [N, {', '.join(map(str, expected))}], got"
+                       f" {x.shape}; use features() for raw uint8 images.")
+    return self._batched(self._encode[raw], self.exp.encoder_params, x)
+
+  def decode(self, features: np.ndarray) -> np.ndarray:
+    """Features [N, ...] -> reconstructions in the network's input space
+    (BGR, mean subtracted, 0-255 scale) at output_size."""
+    f = np.asarray(features, np.float32)
+    if f.ndim != 1 + len(self.feature_shape) or (
+        f.shape[1:] != self.feature_shape):
+      raise ValueError(f"{self.name} inverts features of shape [N,"
+                       f" {', '.join(map(str, self.feature_shape))}] (tap"
+                       f" {self.tap}), got {f.shape}.")
+    return self._batched(self._decode, self.params, f)
+
+  def features(self, images: ImageInput) -> np.ndarray:
+    """uint8 RGB image(s) -> features as the decoder sees them ([N, ...];
+    one image gives one feature array without the batch axis)."""
+    out = self.encode(self.preprocess(images))
+    return out[0] if _is_single(images) else out
+
+  def invert(self, features: np.ndarray) -> np.ndarray:
+    """Features ([N, ...], or one example) -> uint8 RGB reconstructions."""
+    f = np.asarray(features, np.float32)
+    single = f.shape == self.feature_shape
+    out = self.to_rgb(self.decode(f[None] if single else f))
+    return out[0] if single else out
+
+  def reconstruct(self, images: ImageInput) -> np.ndarray:
+    """uint8 RGB image(s) -> uint8 RGB reconstructions."""
+    out = self.to_rgb(self.decode(self.encode(self.preprocess(images))))
+    return out[0] if _is_single(images) else out
+
+  def _batched(self, fn, params: Any, x: np.ndarray) -> np.ndarray:
+    """Runs `fn(params, chunk)` over fixed-size, zero-padded chunks."""
+    b, outs = self.batch_size, []
+    for start in range(0, len(x), b):
+      chunk = x[start:start + b]
+      pad = b - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]),
+                                                chunk.dtype)])
+      outs.append(np.asarray(fn(params, chunk))[:b - pad])
+    if not outs:
+      raise ValueError(f"{self.name}: no images given.")
+    return np.concatenate(outs)
+
+
+def _is_single(images: ImageInput) -> bool:
+  return isinstance(images, np.ndarray) and images.ndim in (2, 3)
+
+
+def _image_list(images: ImageInput) -> list[np.ndarray]:
+  if isinstance(images, np.ndarray):
+    images = [images] if images.ndim in (2, 3) else list(images)
+  out = []
+  for i, image in enumerate(images):
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+      raise ValueError(
+          f"Image {i} has dtype {image.dtype}; pass uint8 RGB images (0-255),"
+          " e.g. np.asarray(PIL.Image.open(f).convert('RGB')).")
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+      raise ValueError(f"Image {i} has shape {image.shape}; expected"
+                       " [H, W, 3] RGB (grayscale and RGBA are accepted).")
+    if image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
+    out.append(image[..., :3])
+  return out
+
+
+def load(path: str | os.PathLike, *, encoder_weights: str | None = None,
+         batch_size: int | None = None) -> Inverter:
+  """Restores the inverter in workdir `path` (local or gs://).
+
+  Args:
+    path: the --workdir of a training run (config.json + checkpoints/).
+    encoder_weights: where the encoder weights are on this machine, if not
+      at the path the run used (config field encoder.weights).
+    batch_size: images per device call (default: the run's eval_batch_size,
+      rounded up to a multiple of the device count).
+  """
+  path = str(path)
+  config = saved_config(path)
+  if encoder_weights:
+    config.encoder.weights = encoder_weights
+  feature_transforms.check(config.get("feature_transform", ""))
+  problems = encoder_weights_lib.check(config.encoder)
+  if problems:
+    raise encoder_weights_lib.EncoderWeightsError(
+        "\n".join(problems) + f"\n  The inverter in {path} was trained on"
+        " these encoder weights; pass inverter.load(path,"
+        " encoder_weights=WHERE_THEY_ARE) if they are elsewhere here.")
+  exp = train.setup(config)
+  params, step = _restore_params(exp, path)
+  return Inverter(path, config, exp, params, step,
+                  batch_size or int(config.eval_batch_size))

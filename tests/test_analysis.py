@@ -1,0 +1,265 @@
+"""The analysis studies end to end on tiny trained inverters, and the pieces
+they are built from (shift estimation, class predictions, sampling).
+
+The inverters (conv1, fc8, fc8_top5 of the `test` preset) are trained once
+per session by tiny_inverters.py; every study reads the same 8 images that
+their training evaluation used, so the unperturbed errors must equal the
+ones in each workdir's eval/metrics.json.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import analysis as analysis_config
+from conftest import REPO_ROOT
+from inverter.analysis import (classes, color_position, common, run_study,
+                               sample)
+import tiny_inverters
+
+ALL = ("conv1", "fc8", "fc8_top5")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return tiny_inverters.trained(tmp_path_factory)
+
+
+def study_config(study, tiny, names=ALL):
+  c = analysis_config.get_config(study)
+  c.inverters = tuple(tiny[n] for n in names)
+  c.num_images = 8
+  c.batch_size = 8
+  c.num_figure_images = 2
+  c.interpolate.num_pairs = 2
+  c.interpolate.steps = 4
+  c.sample.num_samples = 3
+  c.color_position.num_images = 2
+  c.color_position.shifts = (0.125,)
+  return c
+
+
+def eval_error(path):
+  return json.loads((open(os.path.join(path, "eval", "metrics.json")).read())
+                    )["normalized_error"]
+
+
+def check_outputs(out, results, num_rows):
+  """results.json holds what run_study returned; the table has a row per
+  entry in Markdown and CSV; every figure is a readable PNG."""
+  saved = json.loads((out / "results.json").read_text())
+  assert saved["study"] == results["study"]
+  with open(out / "table.csv") as f:
+    rows = list(csv.reader(f))
+  assert len(rows) == 1 + num_rows
+  assert (out / "table.md").read_text().count("\n| ") == num_rows + 1
+  for name in saved["figures"]:
+    with Image.open(out / name) as image:
+      assert image.mode == "RGB" and min(image.size) >= 96
+  return saved
+
+
+def test_layers_reports_each_inverters_error_on_the_same_images(tiny,
+                                                                tmp_path):
+  results = run_study(study_config("layers", tiny), str(tmp_path))
+  saved = check_outputs(tmp_path / "layers", results, 3)
+  by_label = {e["label"]: e for e in saved["inverters"]}
+  assert list(by_label) == list(ALL)  # depth order, unique labels
+  for name in ALL:
+    assert by_label[name]["normalized_error"] == pytest.approx(
+        eval_error(tiny[name]), rel=1e-5)
+    assert by_label[name]["num_images"] == 8
+  assert by_label["fc8_top5"]["feature_transform"] == "top5"
+  with Image.open(tmp_path / "layers" / "reconstructions.png") as image:
+    grid_w, grid_h = image.size
+  # 2 figure images x (original + 3 inverters), 96-pixel cells.
+  assert grid_w > 4 * 96 > 3 * 96 and 2 * 96 < grid_h < 3 * 96 + 40
+
+
+def test_perturb_compares_each_perturbation_with_the_clean_error(tiny,
+                                                                 tmp_path):
+  config = study_config("perturb", tiny, ("conv1", "fc8"))
+  results = run_study(config, str(tmp_path))
+  saved = check_outputs(tmp_path / "perturb", results, 2)
+  assert saved["perturbations"][0] == "none"
+  for entry in saved["inverters"]:
+    per = entry["perturbations"]
+    assert set(per) == {"none", *config.perturb.perturbations}
+    assert per["none"]["normalized_error"] == pytest.approx(
+        eval_error(entry["path"]), rel=1e-5)
+    assert per["none"]["relative_to_unperturbed"] == 1
+    assert per["none"]["mean_relative_feature_change"] == 0
+    for spec in ("binarize", "dropout:0.5", "noise:0"):
+      assert per[spec]["mean_relative_feature_change"] > 0.1
+      assert per[spec]["relative_to_unperturbed"] == pytest.approx(
+          per[spec]["normalized_error"] / per["none"]["normalized_error"])
+    # Noise at 0 dB moves the features by about their own norm.
+    assert per["noise:0"]["mean_relative_feature_change"] == pytest.approx(
+        1.0, abs=0.25)
+  assert {"perturb_conv1.png", "perturb_fc8.png"} <= set(saved["figures"])
+
+
+def test_interpolate_decodes_paths_between_pairs(tiny, tmp_path):
+  results = run_study(study_config("interpolate", tiny, ("conv1", "fc8")),
+                      str(tmp_path))
+  saved = check_outputs(tmp_path / "interpolate", results, 2)
+  assert saved["alphas"] == [0.0, 1 / 3, 2 / 3, 1.0]
+  assert saved["pairs"] == [[0, 1], [2, 3]]
+  for entry in saved["inverters"]:
+    assert len(entry["largest_step_fraction"]) == 2
+    # Three steps: the largest is at least a third of the path, at most all.
+    assert all(1 / 3 - 1e-6 <= f <= 1 for f in entry["largest_step_fraction"])
+  with Image.open(tmp_path / "interpolate" / "interpolate_fc8.png") as image:
+    assert image.size[0] > 6 * 96  # A, 4 steps, B
+
+
+def test_sample_decodes_samples_and_names_their_top5_classes(tiny, tmp_path,
+                                                              capsys):
+  results = run_study(study_config("sample", tiny, ("conv1", "fc8")),
+                      str(tmp_path))
+  saved = check_outputs(tmp_path / "sample", results, 2)
+  conv1, fc8 = saved["inverters"]
+  assert "top5" not in conv1  # no classes from a conv layer
+  assert len(fc8["top5"]) == 3
+  for top in fc8["top5"]:
+    probs = [c["probability"] for c in top]
+    assert len(top) == 5 and probs == sorted(probs, reverse=True)
+    assert sum(probs) <= 1 + 1e-6
+    # No names are known for this 10-class test encoder: indices it is.
+    assert all(c["name"] == f"class {c['index']}" for c in top)
+  printed = capsys.readouterr().out
+  assert "top-5 classes of fc8 samples" in printed and "sample 2:" in printed
+  assert conv1["feature_dim"] == int(np.prod(
+      common.load_inverters(study_config("sample", tiny, ("conv1",)))[0]
+      .feature_shape))
+
+  # The Gaussian option truncates post-ReLU features (conv1's norm1) at 0.
+  config = study_config("sample", tiny, ("conv1",))
+  config.sample.method = "gaussian"
+  gaussian = run_study(config, str(tmp_path / "g"))["inverters"][0]
+  assert gaussian["truncated_at_zero"] and gaussian["zero_fraction_samples"] > 0
+
+
+def test_topk_compares_the_top5_inverter_on_the_same_input(tiny, tmp_path):
+  results = run_study(study_config("topk", tiny, ("fc8", "fc8_top5")),
+                      str(tmp_path))
+  saved = check_outputs(tmp_path / "topk", results, 4)
+  rows = [(r["input"], r["inverter"]) for r in saved["results"]]
+  assert rows == [("all activations", "fc8"), ("top-5 only", "fc8"),
+                  ("all but top-5", "fc8"), ("top-5 only", "fc8_top5")]
+  assert saved["results"][0]["normalized_error"] == pytest.approx(
+      eval_error(tiny["fc8"]), rel=1e-5)
+  # The top5 inverter sees exactly top-5-only input in training and eval.
+  assert saved["results"][3]["normalized_error"] == pytest.approx(
+      eval_error(tiny["fc8_top5"]), rel=1e-5)
+  gain = saved["top_k_inverter_improvement"]
+  general, trained = (saved["results"][1]["normalized_error"],
+                      saved["results"][3]["normalized_error"])
+  assert gain["relative"] == pytest.approx((general - trained) / general)
+  assert "lower" in (tmp_path / "topk" / "table.md").read_text()
+
+  # Without the top5 inverter the study still runs and says what to train.
+  alone = run_study(study_config("topk", tiny, ("fc8",)), str(tmp_path / "a"))
+  assert len(alone["results"]) == 3
+  assert "configs/fc8_top5.py" in " ".join(alone["notes"])
+
+
+def test_color_position_separates_layout_from_detail(tiny, tmp_path):
+  results = run_study(study_config("color_position", tiny, ("conv1", "fc8")),
+                      str(tmp_path))
+  saved = check_outputs(tmp_path / "color_position", results, 2)
+  for entry in saved["inverters"]:
+    assert entry["full"]["normalized_error"] == pytest.approx(
+        eval_error(entry["path"]), rel=1e-5)
+    assert entry["blurred_over_full"] == pytest.approx(
+        entry["blurred"]["normalized_error"]
+        / entry["full"]["normalized_error"])
+    position = entry["position"]
+    assert position["shifts_px"] == [[0, 4], [0, -4], [4, 0], [-4, 0]]
+    # The estimator recovers the inputs' own shifts exactly.
+    assert position["estimator_on_inputs"] == {"follow_ratio": 1.0,
+                                               "shift_error_px": 0.0}
+
+
+def test_a_study_without_the_layer_it_needs_says_what_to_train(tiny):
+  with pytest.raises(common.MissingInverterError,
+                     match=r"(?s)fc8 .*configs/fc8\.py"):
+    run_study(study_config("topk", tiny, ("conv1",)), "/nonexistent")
+
+
+def test_cli_exits_with_the_training_command_for_a_missing_layer(tiny,
+                                                                 tmp_path):
+  pattern = os.path.join(os.path.dirname(tiny["conv1"]), "conv*")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", XLA_FLAGS="")
+  proc = subprocess.run(
+      [sys.executable, "-m", "inverter.analysis",
+       "--config=configs/analysis.py:topk", f"--config.inverters={pattern}",
+       f"--workdir={tmp_path}"], cwd=REPO_ROOT, env=env, capture_output=True,
+      text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "configs/fc8.py" in proc.stderr and tiny["conv1"] in proc.stderr
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def test_shift_estimate_recovers_translations_of_an_image():
+  rng = np.random.default_rng(0)
+  smooth = np.asarray(jax.image.resize(rng.normal(size=(8, 8, 3)),
+                                       (48, 48, 3), "cubic"))
+  image = smooth[None].astype(np.float32)
+  for dy, dx in [(0, 5), (0, -3), (4, 0), (-6, 2)]:
+    moved = color_position.translate(image, dy, dx)
+    np.testing.assert_array_equal(moved[0, 10 + dy:30 + dy, 10 + dx:30 + dx],
+                                  image[0, 10:30, 10:30])
+    assert color_position.estimate_shift(image[0], moved[0]) == (dy, dx)
+
+
+def test_class_probabilities_continue_the_encoder_from_its_tap(tiny):
+  inv = common.load_inverters(study_config("layers", tiny, ("fc8",)))[0]
+  x = np.random.default_rng(0).normal(0, 5, size=(4, 32, 32, 3)).astype(
+      np.float32)
+  taps = jax.jit(lambda p, x: inv.exp.encoder.apply({"params": p}, x))(
+      inv.exp.encoder_params, x)
+  for tap in ("relu6", "fc7", "fc8"):
+    np.testing.assert_allclose(
+        classes.tail(inv.exp.encoder_params, tap, np.asarray(taps[tap])),
+        np.asarray(taps["prob"]), rtol=1e-4, atol=1e-6)
+  logits = np.asarray(taps["fc8"], np.float64)
+  top = classes.top_k(classes.tail(inv.exp.encoder_params, "fc8", logits),
+                      None)
+  for row, t in zip(logits, top):
+    assert [c["index"] for c in t] == list(np.argsort(-row)[:5])
+
+
+def test_class_names_come_from_local_sources(tmp_path):
+  names = classes.imagenet_names()
+  assert len(names) == 1000 and names[:2] == ["tench", "goldfish"]
+  for label in ("cat", "airplane", "dog"):
+    (tmp_path / "train" / label).mkdir(parents=True)
+  assert classes.dataset_names(f"folder:{tmp_path}", None, 3) == [
+      "airplane", "cat", "dog"]
+  assert classes.dataset_names(f"folder:{tmp_path}", None, 10) is None
+
+
+def test_samples_follow_the_fitted_distribution():
+  rng = np.random.default_rng(0)
+  fit = rng.normal(size=(40, 3)) @ np.array([[2.0, 0, 0], [1.5, 0.5, 0],
+                                              [0, 0, 1.0]])
+  marginal, _ = sample.fit_and_sample(fit, "marginal", 50, rng)
+  for d in range(3):  # every value of a dimension is one it took in the fit
+    assert set(marginal[:, d]) <= set(fit[:, d].astype(np.float32))
+  gaussian, truncated = sample.fit_and_sample(fit, "gaussian", 40_000, rng)
+  assert not truncated  # the fit has negative values
+  np.testing.assert_allclose(np.cov(gaussian, rowvar=False),
+                             np.cov(fit, rowvar=False), atol=0.15)
+  relu, truncated = sample.fit_and_sample(np.maximum(fit, 0), "gaussian", 100,
+                                          rng)
+  assert truncated and relu.min() == 0
