@@ -196,3 +196,21 @@ def test_registry_knows_every_arch_and_keeps_alexnet_working():
   assert "relu5_3" in str(e.value)
   with pytest.raises(ValueError, match="vgg19"):
     presets.get_config("fc6", "arch=vgg19")
+
+
+@pytest.mark.parametrize("arch", ["torchvision_alexnet", "torchvision_vgg16"])
+def test_floor_pooled_encoders_can_be_trained_under_jit(arch):
+  # Training an encoder from scratch differentiates through its pooling.
+  cfg = presets.encoder_config(arch)
+  cfg.input_size = 64
+  cfg.widths = (4, 8, 8, 8, 8)
+  cfg.fc_width = 16
+  cfg.num_classes = 3
+  model = encoders.from_config(cfg)
+  x = jnp.ones((1, 64, 64, 3))
+  params = model.init(jax.random.key(0), x)["params"]
+  grads = jax.jit(jax.grad(
+      lambda p: model.apply({"params": p}, x)["fc8"].sum()))(params)
+  first = sorted(grads)[0]  # conv1 or conv1_1
+  assert all(np.isfinite(g).all() and np.abs(g).max() > 0
+             for g in jax.tree.leaves(grads[first]))

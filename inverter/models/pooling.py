@@ -23,8 +23,10 @@ def max_pool_floor(x: jax.Array, window: int, stride: int) -> jax.Array:
       raise ValueError(
           f"max_pool_floor: a {window}x{window} window does not fit a"
           f" {x.shape[1]}x{x.shape[2]} map; the encoder input is too small.")
+  # A NumPy (concrete) initial value keeps the reduction differentiable
+  # under jit; a traced one is not.
   return lax.reduce_window(
-      x, jnp.array(-jnp.inf, x.dtype), lax.max,
+      x, np.array(-np.inf, x.dtype), lax.max,
       window_dimensions=(1, window, window, 1),
       window_strides=(1, stride, stride, 1),
       padding="VALID")
