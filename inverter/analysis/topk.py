@@ -77,10 +77,14 @@ def run(config: ml_collections.ConfigDict, inverters: list[common.Inverter],
         error_top_k_inverter=trained,
         absolute=general - trained,
         relative=(general - trained) / general)
+    change = 100 * abs(general - trained) / general
+    verdict = (f"{change:.1f}% lower (better)" if trained < general else
+               f"{change:.1f}% higher (worse)" if trained > general else
+               "the same")
     notes.append(
         f"On top-{k}-only input the inverter trained on it has error"
         f" {trained:.4f} against {general:.4f} for the all-activations"
-        f" inverter: {100 * (general - trained) / general:.1f}% lower.")
+        f" inverter: {verdict}.")
   titles = ["original"] + [f"{name} ({inv.label})"
                            for name, inv, _ in conditions]
   common.write_figure(out_dir, "topk.png", figures.grid(
