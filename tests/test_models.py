@@ -147,3 +147,12 @@ def test_decoder_rejects_features_of_the_wrong_rank():
   model = decoder.UpconvDecoder(conv_channels=(4,), upconv_channels=(3,))
   with pytest.raises(ValueError, match=r"\[batch, dim\] or"):
     model.init(jax.random.key(0), jnp.zeros((2, 3, 4)))
+
+
+@pytest.mark.parametrize("arch", encoders.ARCHITECTURES)
+def test_every_encoder_refuses_images_of_the_wrong_size(arch):
+  cfg = presets.encoder_config(arch)
+  model = encoders.from_config(cfg)
+  wrong = jnp.zeros((1, cfg.input_size - 1, cfg.input_size - 1, 3))
+  with pytest.raises(ValueError, match=f"encoder.input_size={cfg.input_size}"):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x), wrong)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inverter.models import layers
+from inverter.models import layers, stages
 
 ARCHITECTURES = ("caffenet", "alexnet")
 
@@ -119,11 +119,7 @@ class AlexNet(nn.Module):
     check_arch(self.arch)
     if until is not None:
       check_tap(self.arch, until)
-    if x.ndim != 4 or x.shape[1:] != (self.input_size, self.input_size, 3):
-      raise ValueError(
-          f"AlexNet expects images of shape [batch, {self.input_size},"
-          f" {self.input_size}, 3] (encoder.input_size={self.input_size}),"
-          f" got {tuple(x.shape)}.")
+    stages.check_input("AlexNet", x, self.input_size)
     conv = lambda name, features, kernel, stride=1, pad=0, groups=1: (
         layers.CaffeConv(features, kernel, stride, pad, groups,
                          group_impl=self.group_impl, dtype=self.dtype,
@@ -138,7 +134,7 @@ class AlexNet(nn.Module):
       ops = {f"norm{i}": lrn, f"pool{i}": pool}
       return [(t.format(i=i), ops[t.format(i=i)]) for t in _BLOCK12[self.arch][2:]]
 
-    stages = [
+    stage_list = [
         ("conv1", conv("conv1", w1, self.conv1_kernel, self.conv1_stride,
                        self.conv1_padding)),
         ("relu1", nn.relu),
@@ -161,13 +157,7 @@ class AlexNet(nn.Module):
         ("fc8", lambda h: dense("fc8", self.num_classes)(dropout(h))),
         ("prob", lambda h: nn.softmax(h.astype(jnp.float32))),
     ]
-    taps: dict[str, jax.Array] = {}
-    h = x
-    for name, op in stages:
-      h = taps[name] = op(h)
-      if name == until:
-        break
-    return taps
+    return stages.run(stage_list, x, until)
 
 
 def from_config(cfg: Mapping[str, Any], dtype: Any = jnp.float32) -> AlexNet:

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inverter.models import layers, pooling
+from inverter.models import layers, pooling, stages
 
 ARCH = "torchvision_alexnet"
 
@@ -65,11 +65,7 @@ class TorchvisionAlexNet(nn.Module):
       raise ValueError(
           f"Unknown tap {until!r} for encoder.arch={ARCH!r} (config field"
           f" encoder.tap); choose one of {', '.join(TAPS)}.")
-    if x.ndim != 4 or x.shape[1:] != (self.input_size, self.input_size, 3):
-      raise ValueError(
-          f"{ARCH} expects images of shape [batch, {self.input_size},"
-          f" {self.input_size}, 3] (encoder.input_size={self.input_size}),"
-          f" got {tuple(x.shape)}.")
+    stages.check_input(ARCH, x, self.input_size)
     conv = lambda name, features, kernel, stride=1, pad=1: layers.CaffeConv(
         features, kernel, stride, pad, dtype=self.dtype, name=name)
     pool = lambda h: pooling.max_pool_floor(h, 3, 2)
@@ -81,7 +77,7 @@ class TorchvisionAlexNet(nn.Module):
       h = pooling.adaptive_avg_pool(h, self.avgpool_size)
       return dense("fc6", self.fc_width)(dropout(h.reshape(h.shape[0], -1)))
 
-    stages = [
+    stage_list = [
         ("conv1", conv("conv1", w1, self.conv1_kernel, self.conv1_stride,
                        self.conv1_padding)),
         ("relu1", nn.relu),
@@ -103,13 +99,7 @@ class TorchvisionAlexNet(nn.Module):
         ("fc8", lambda h: dense("fc8", self.num_classes)(h)),
         ("prob", lambda h: nn.softmax(h.astype(jnp.float32))),
     ]
-    taps: dict[str, jax.Array] = {}
-    h = x
-    for name, op in stages:
-      h = taps[name] = op(h)
-      if name == until:
-        break
-    return taps
+    return stages.run(stage_list, x, until)
 
 
 def from_config(cfg: Mapping[str, Any],

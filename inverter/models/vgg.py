@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inverter.models import layers, pooling
+from inverter.models import layers, pooling, stages
 
 CAFFE_ARCH = "vgg16"
 TORCHVISION_ARCH = "torchvision_vgg16"
@@ -92,11 +92,7 @@ class VGG16(nn.Module):
       raise ValueError(
           f"Unknown tap {until!r} for encoder.arch={self.arch!r} (config"
           f" field encoder.tap); choose one of {', '.join(TAPS)}.")
-    if x.ndim != 4 or x.shape[1:] != (self.input_size, self.input_size, 3):
-      raise ValueError(
-          f"{self.arch} expects images of shape [batch, {self.input_size},"
-          f" {self.input_size}, 3] (encoder.input_size={self.input_size}),"
-          f" got {tuple(x.shape)}.")
+    stages.check_input(self.arch, x, self.input_size)
     if len(self.widths) != len(BLOCK_DEPTHS):
       raise ValueError(f"encoder.widths must give 5 block widths, got"
                        f" {tuple(self.widths)}.")
@@ -112,15 +108,15 @@ class VGG16(nn.Module):
         h = pooling.adaptive_avg_pool(h, self.avgpool_size)
       return dense("fc6", self.fc_width)(h.reshape(h.shape[0], -1))
 
-    stages = []
+    stage_list = []
     for b, (depth, width) in enumerate(zip(BLOCK_DEPTHS, self.widths)):
       for i in range(depth):
         name = f"{b + 1}_{i + 1}"
-        stages += [(f"conv{name}", layers.CaffeConv(
+        stage_list += [(f"conv{name}", layers.CaffeConv(
             width, 3, 1, 1, dtype=self.dtype, name=f"conv{name}")),
-                   (f"relu{name}", nn.relu)]
-      stages.append((f"pool{b + 1}", pool))
-    stages += [
+                       (f"relu{name}", nn.relu)]
+      stage_list.append((f"pool{b + 1}", pool))
+    stage_list += [
         ("fc6", fc6),
         ("relu6", nn.relu),
         ("fc7", lambda h: dense("fc7", self.fc_width)(dropout(h))),
@@ -128,13 +124,7 @@ class VGG16(nn.Module):
         ("fc8", lambda h: dense("fc8", self.num_classes)(dropout(h))),
         ("prob", lambda h: nn.softmax(h.astype(jnp.float32))),
     ]
-    taps: dict[str, jax.Array] = {}
-    h = x
-    for name, op in stages:
-      h = taps[name] = op(h)
-      if name == until:
-        break
-    return taps
+    return stages.run(stage_list, x, until)
 
 
 def from_config(cfg: Mapping[str, Any], dtype: Any = jnp.float32) -> VGG16:
