@@ -152,14 +152,7 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   if config.data.get("crop_padding", 0) < 0:
     problems.append(f"data.crop_padding={config.data.crop_padding} must be"
                     " >= 0.")
-  devices = jax.device_count()
-  for field in ("batch_size", "eval_batch_size"):
-    value = config[field]
-    if value <= 0 or value % devices:
-      problems.append(
-          f"{field}={value} must be a positive multiple of the number of"
-          f" devices ({devices}); e.g. --config.{field}="
-          f"{max(devices, value - value % devices)}.")
+  problems += preflight.batch_size_problems(config)
   opt = config.optimizer
   if opt.name not in OPTIMIZERS:
     problems.append(f"optimizer.name must be one of {', '.join(OPTIMIZERS)},"

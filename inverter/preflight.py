@@ -32,6 +32,20 @@ def resolved_tap(config: ml_collections.ConfigDict) -> str:
                                                     config.layer)
 
 
+def batch_size_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Global batch sizes must split evenly over the devices."""
+  problems = []
+  devices = jax.device_count()
+  for field in ("batch_size", "eval_batch_size"):
+    value = config[field]
+    if value <= 0 or value % devices:
+      problems.append(
+          f"{field}={value} must be a positive multiple of the number of"
+          f" devices ({devices}) so every device gets the same share;"
+          f" e.g. --config.{field}={max(devices, value - value % devices)}.")
+  return problems
+
+
 def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   """Problems in the config itself (no file system or data access)."""
   problems = []
@@ -60,14 +74,7 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     problems.append(
         f"data.resize_size={config.data.resize_size} is smaller than"
         f" data.crop_size={config.data.crop_size}.")
-  devices = jax.device_count()
-  for field in ("batch_size", "eval_batch_size"):
-    value = config[field]
-    if value <= 0 or value % devices:
-      problems.append(
-          f"{field}={value} must be a positive multiple of the number of"
-          f" devices ({devices}) so every device gets the same share;"
-          f" e.g. --config.{field}={max(devices, value - value % devices)}.")
+  problems += batch_size_problems(config)
   if config.eval_batch_size < 2:
     problems.append("eval_batch_size must be at least 2: the normalized error"
                     " compares images within a batch.")

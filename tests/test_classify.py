@@ -214,6 +214,13 @@ def test_wrong_number_of_classes_is_refused_before_any_work(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_batch_not_divisible_by_the_devices_is_a_config_problem():
+  config = load_config("cifar10", "test")
+  config.batch_size = 12  # The suite runs on 8 virtual devices.
+  assert any("batch_size=12 must be a positive multiple" in p
+             for p in classify.config_problems(config))
+
+
 # ---------------------------------------------------------------------------
 # Training runs.
 # ---------------------------------------------------------------------------
