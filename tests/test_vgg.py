@@ -104,6 +104,16 @@ def test_caffe_vgg16_with_the_wrong_input_size_names_sizes_that_fit(tmp_path):
   assert "Input sizes 33 to 64 give that" in str(e.value)
 
 
+def test_caffe_vgg16_with_a_foreign_layer_is_refused_by_name(tmp_path):
+  sd = ref.random_vgg16("caffe", WIDTHS, fc=8, classes=3, pool5=2)
+  layers = vgg_caffe_layers(sd)
+  layers.insert(2, dict(name="bn1", type="BatchNorm"))
+  path = tmp_path / "v.caffemodel"
+  path.write_bytes(writer.net_bytes(layers, legacy=False, legacy_dims=False))
+  with pytest.raises(common.PortError, match="'bn1'.*BatchNorm.*VGG-16"):
+    caffe.FORMAT.convert(str(path), dict(input_size=40))
+
+
 def test_caffe_vgg16_with_wrong_pooling_is_refused(tmp_path):
   sd = ref.random_vgg16("caffe", WIDTHS, fc=8, classes=3, pool5=2)
   layers = vgg_caffe_layers(sd)

@@ -161,7 +161,7 @@ ORDERS = {
 _OP_CODES = {"Convolution": "C", "ReLU": "R", "Pooling": "P", "LRN": "N",
              "InnerProduct": "I", "Softmax": "S"}
 # Layers that do not change the deployed forward pass.
-_IGNORED = {"Data", "ImageData", "WindowData", "MemoryData", "HDF5Data",
+IGNORED = {"Data", "ImageData", "WindowData", "MemoryData", "HDF5Data",
             "DummyData", "Input", "Dropout", "Split", "Silence", "Accuracy",
             "Flatten", "HDF5Output"}
 # Geometry the AlexNet module hard-codes, (kernel, stride, pad) per conv.
@@ -179,16 +179,21 @@ def is_alexnet(net: caffemodel.Net) -> bool:
   return codes == "CCCCCIII"
 
 
-def _forward_layers(net: caffemodel.Net, path: str) -> list[caffemodel.Layer]:
+def forward_layers(
+    net: caffemodel.Net, path: str, network: str = "Caffe's AlexNet",
+    op_codes: Mapping[str, str] = _OP_CODES) -> list[caffemodel.Layer]:
+  """The layers of the deployed forward pass (types in `op_codes`), without a
+  final softmax; data, dropout, loss and similar layers are skipped, and any
+  other layer type is an error naming `network`."""
   out = []
   for layer in net.layers:
-    if layer.type in _OP_CODES:
+    if layer.type in op_codes:
       out.append(layer)
-    elif layer.type not in _IGNORED and not layer.type.endswith("Loss"):
+    elif layer.type not in IGNORED and not layer.type.endswith("Loss"):
       raise PortError(
           f"{path}: layer {layer.name!r} has type {layer.type!r}, which is not"
-          " part of Caffe's AlexNet; this network cannot be converted to"
-          f" inverter's AlexNet. Its layers: {net.summary()}")
+          f" part of {network}; this network cannot be converted. Its layers:"
+          f" {net.summary()}")
   if out and out[-1].type == "Softmax":
     out = out[:-1]
   return out
@@ -327,7 +332,7 @@ def _check_pools_relus_lrn(forward, path) -> dict[str, float] | None:
 def convert_alexnet(net: caffemodel.Net, path: str,
                     options: Mapping[str, Any]) -> Ported:
   """Converts a Caffe AlexNet/CaffeNet (see the module docstring)."""
-  forward = _forward_layers(net, path)
+  forward = forward_layers(net, path)
   arch = _detect_order(forward, options, path, net)
   warnings = []
   lrn = _check_pools_relus_lrn(forward, path)

@@ -39,11 +39,6 @@ _WEIGHTS_ONLY = "C" * len(vgg.CONV_NAMES) + "III"
 _spatial = caffe._spatial  # pylint: disable=protected-access
 _blob = caffe._blob  # pylint: disable=protected-access
 _bias = caffe._bias  # pylint: disable=protected-access
-# Layers that do not change the deployed forward pass.
-_IGNORED = {"Data", "ImageData", "WindowData", "MemoryData", "HDF5Data",
-            "DummyData", "Input", "Dropout", "Split", "Silence", "Accuracy",
-            "Flatten", "HDF5Output"}
-
 
 def is_vgg16(net: caffemodel.Net) -> bool:
   """Thirteen convolutions then three inner products."""
@@ -60,17 +55,7 @@ def pool5_size(input_size: int) -> int:
 
 
 def _forward_layers(net: caffemodel.Net, path: str) -> list[caffemodel.Layer]:
-  out = []
-  for layer in net.layers:
-    if layer.type in _OP_CODES:
-      out.append(layer)
-    elif layer.type not in _IGNORED and not layer.type.endswith("Loss"):
-      raise PortError(
-          f"{path}: layer {layer.name!r} has type {layer.type!r}, which is not"
-          f" part of VGG-16; this network cannot be converted. Its layers:"
-          f" {net.summary()}")
-  if out and out[-1].type == "Softmax":
-    out = out[:-1]
+  out = caffe.forward_layers(net, path, "VGG-16", _OP_CODES)
   codes = "".join(_OP_CODES[l.type] for l in out)
   if codes not in (ORDER, _WEIGHTS_ONLY):
     raise PortError(
