@@ -29,14 +29,30 @@ Three kinds of ``data.source`` are understood:
   uses 15 fixed crops of three held-out photos (see `_builtin_eval_boxes`).
   It has no labels.
 
-Determinism: for a given seed the sequence of training batches is fixed. File
-and buffer shuffles are seeded, and every random augmentation uses stateless
-random ops whose seed is derived from (seed, process_index, example position in
-the stream), so parallel maps cannot change the result.
+Determinism and exact resume: the training stream of each process is a
+fixed function of (seed, process_index, process_count), and every batch says
+where in it its examples sit (``'position'``: int64 [B], the index of each
+example in this process's stream). `train_iterator(..., start=k)` starts the
+same stream at index k, so a trainer that checkpoints the position after its
+last batch resumes without seeing any example twice or skipping one:
+
+* folders and ``builtin:skimage`` are random-access: example k of process p
+  is example ``g = p + process_count * k`` of one global stream (epoch
+  ``g // N`` is a stateless pseudorandom permutation of the N files), so
+  starting anywhere costs nothing, and the union of the processes' batches
+  is the same whatever the process count;
+* TFDS (TFRecord files cannot be read at an index) reads this process's even
+  share of the split, one seeded shuffle per epoch; starting at k replays
+  the epoch's shuffle up to k without decoding (a resume reads up to one
+  epoch of this process's records once).
+
+Every random augmentation uses stateless random ops seeded by (seed, ``p +
+process_count * k``), so parallel maps cannot change the result.
 
 Multi-host: every process reads only its share of each split (TFDS even
-splits, or ``files[process_index::process_count]``). Evaluation pads every
-process to the same number of batches so that collective ops line up.
+splits, every process_count-th example of the global stream for folders).
+Evaluation pads every process to the same number of batches so that
+collective ops line up.
 """
 
 from __future__ import annotations
@@ -89,6 +105,10 @@ _TFDS_CHECK_TIMEOUT_S = 30.0
 # Independent random streams derived from one user seed.
 _PREPROCESS_STREAM = 0
 _BUILTIN_CROP_STREAM = 1
+_FOLDER_ORDER_STREAM = 2
+
+# Key of the stream index of every example in a training batch.
+POSITION = "position"
 
 
 # --------------------------------------------------------------------------
@@ -213,6 +233,13 @@ def _stream_seed(seed: int, process_index: int, stream: int) -> tf.Tensor:
   return tf.random.experimental.stateless_fold_in(base, stream)
 
 
+def _global_index(position: tf.Tensor, process_index: int,
+                  process_count: int) -> tf.Tensor:
+  """The example of the global stream that stream index `position` of this
+  process reads: every process_count-th, from process_index."""
+  return process_index + process_count * tf.cast(position, tf.int64)
+
+
 def _finalize(ds: tf.data.Dataset,
               data: ml_collections.ConfigDict) -> Iterator[Batch]:
   """Adds prefetching and determinism, and returns a numpy iterator."""
@@ -271,7 +298,7 @@ def _tfds_encoded_images(data: ml_collections.ConfigDict, split: Any, *,
       split=split,
       shuffle_files=train,
       read_config=tfds.ReadConfig(
-          shuffle_seed=seed, shuffle_reshuffle_each_iteration=True),
+          shuffle_seed=seed, shuffle_reshuffle_each_iteration=False),
       decoders={"image": tfds.decode.SkipDecoding()})
   if with_labels:
     return ds.map(lambda example: (example["image"],
@@ -280,32 +307,84 @@ def _tfds_encoded_images(data: ml_collections.ConfigDict, split: Any, *,
 
 
 def _decode_encoded(encoded: tf.data.Dataset,
-                    data: ml_collections.ConfigDict) -> tf.data.Dataset:
+                    data: ml_collections.ConfigDict,
+                    image_at: int = 0) -> tf.data.Dataset:
   """Decodes image bytes to RGB uint8 [H, W, 3]; undecodable ones are dropped.
 
   Grayscale becomes 3 channels; TF also decodes CMYK JPEGs to RGB. Elements
-  may be (bytes, label) pairs; the label passes through unchanged.
+  may be tuples (e.g. (bytes, label) or (position, bytes, label)) whose
+  entry `image_at` holds the bytes; the others pass through unchanged.
   """
-  def decode(image_bytes: tf.Tensor, *label: tf.Tensor) -> Any:
-    image = tf.io.decode_image(image_bytes, channels=3,
+  def decode(*element: tf.Tensor) -> Any:
+    image = tf.io.decode_image(element[image_at], channels=3,
                                expand_animations=False)
-    return (image, *label) if label else image
+    if len(element) == 1:
+      return image
+    return (*element[:image_at], image, *element[image_at + 1:])
   return encoded.map(decode, num_parallel_calls=_parallelism(data)
                     ).ignore_errors(log_warning=True)
 
 
-def _tfds_train_images(data: ml_collections.ConfigDict, *, seed: int,
-                       process_index: int, process_count: int,
-                       with_labels: bool = False) -> tf.data.Dataset:
-  """Endless, shuffled, decoded training images of this process's share."""
-  split = tfds.split_for_jax_process(
+def _epoch_seed(seed: int, epoch: int) -> int:
+  """The shuffle seed of one epoch (a plain int, as TFDS and tf.data want)."""
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _tfds_process_split(data: ml_collections.ConfigDict, process_index: int,
+                        process_count: int) -> Any:
+  return tfds.split_for_jax_process(
       data.train_split, process_index=process_index,
       process_count=process_count)
-  encoded = _tfds_encoded_images(data, split, train=True, seed=seed,
-                                 with_labels=with_labels)
-  encoded = encoded.shuffle(
-      data.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-  return _decode_encoded(encoded, data)
+
+
+def train_share_size(data: ml_collections.ConfigDict, *,
+                     process_index: int = 0, process_count: int = 1) -> int:
+  """Examples in one epoch of this process's TFDS training stream (its even
+  share of the train split). Folder and builtin streams are global."""
+  if source_kind(data) != "tfds":
+    raise ValueError(f"{data.source} is not a TFDS source.")
+  split = _tfds_process_split(data, process_index, process_count)
+  try:
+    return _tfds_builder(data).info.splits[split].num_examples
+  except KeyError:  # Not recorded (e.g. tfds.testing.mock_data): count.
+    encoded = _tfds_encoded_images(data, split, train=False, seed=None)
+    size = int(encoded.cardinality())
+    return size if size >= 0 else int(encoded.reduce(0, lambda n, _: n + 1))
+
+
+def _tfds_train_epochs(data: ml_collections.ConfigDict, *, seed: int,
+                       process_index: int, process_count: int, start: int,
+                       with_labels: bool = False
+                       ) -> Iterator[tf.data.Dataset]:
+  """This process's TFDS training stream, one dataset per epoch, from
+  stream index `start`; elements are (position, image[, label]).
+
+  Each epoch shuffles the files and a buffer with its own seed, so an epoch
+  is the same sequence whenever it is rebuilt; starting inside an epoch
+  replays its shuffle and drops the first examples before decoding.
+  """
+  split = _tfds_process_split(data, process_index, process_count)
+  size = train_share_size(data, process_index=process_index,
+                          process_count=process_count)
+  if size == 0:
+    raise ValueError(f"No training examples for process {process_index} of"
+                     f" {process_count} in {data.source}:{data.train_split}.")
+  epoch, offset = divmod(start, size)
+  while True:
+    epoch_seed = _epoch_seed(seed, epoch)
+    encoded = _tfds_encoded_images(data, split, train=True, seed=epoch_seed,
+                                   with_labels=with_labels)
+    encoded = encoded.shuffle(data.shuffle_buffer, seed=epoch_seed,
+                              reshuffle_each_iteration=False)
+    positioned = encoded.enumerate(start=epoch * size).map(
+        lambda k, example: (k, *(example if with_labels else (example,))))
+    if offset:
+      positioned = positioned.skip(offset)
+      logging.info("Resuming the TFDS stream of process %d inside epoch %d:"
+                   " replaying %d of its %d examples without decoding.",
+                   process_index, epoch, offset, size)
+    yield _decode_encoded(positioned, data, image_at=1)
+    epoch, offset = epoch + 1, 0
 
 
 def _tfds_eval_images(data: ml_collections.ConfigDict, *, process_index: int,
@@ -546,17 +625,22 @@ def _read_rgb(path: bytes) -> np.ndarray:
 
 
 def _decode_files(paths: tf.data.Dataset,
-                  data: ml_collections.ConfigDict) -> tf.data.Dataset:
+                  data: ml_collections.ConfigDict,
+                  image_at: int = 0) -> tf.data.Dataset:
   """Decodes files in parallel with PIL, dropping the undecodable ones.
 
-  Elements may be (path, label) pairs; the label passes through unchanged.
+  Elements may be tuples (e.g. (path, label) or (position, path, label))
+  whose entry `image_at` is the path; the others pass through unchanged.
   """
-  def decode(path: tf.Tensor, *label: tf.Tensor) -> Any:
-    image = tf.numpy_function(_read_rgb, [path], tf.uint8, stateful=False)
+  def decode(*element: tf.Tensor) -> Any:
+    image = tf.numpy_function(_read_rgb, [element[image_at]], tf.uint8,
+                              stateful=False)
     image = tf.ensure_shape(image, [None, None, 3])
-    return (image, *label) if label else image
+    if len(element) == 1:
+      return image
+    return (*element[:image_at], image, *element[image_at + 1:])
   images = paths.map(decode, num_parallel_calls=_parallelism(data))
-  return images.filter(lambda image, *label: tf.size(image) > 0)
+  return images.filter(lambda *element: tf.size(element[image_at]) > 0)
 
 
 def _paths_dataset(paths: Sequence[str],
@@ -623,22 +707,39 @@ def _folder_labels(data: ml_collections.ConfigDict, role: str,
 
 
 def _folder_train_images(data: ml_collections.ConfigDict, *, seed: int,
-                         process_index: int, process_count: int,
+                         process_index: int, process_count: int, start: int,
                          with_labels: bool = False) -> tf.data.Dataset:
-  """Endless decoded training images of this process's share of the files.
+  """Endless (position, image[, label]) of this process, from `start`.
 
-  The file list is fully reshuffled every epoch, so no shuffle buffer of
-  decoded images is needed (data.shuffle_buffer is unused here).
+  Every epoch is a fresh stateless permutation of all training files, read
+  at any index without materialising it, so no shuffle buffer of decoded
+  images is needed (data.shuffle_buffer is unused here).
   """
-  files = _process_share(_folder_files(data, "train"), process_index,
-                         process_count)
-  if not files:
-    raise ValueError(f"No training images for process {process_index} in"
-                     f" {data.source}.")
-  labels = _folder_labels(data, "train", files) if with_labels else None
-  paths = _paths_dataset(files, labels).shuffle(
-      len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-  return _decode_files(paths, data)
+  files = _folder_files(data, "train")
+  if len(files) < process_count:
+    raise ValueError(f"{len(files)} training images in {data.source} cannot"
+                     f" be shared by {process_count} processes.")
+  paths = tf.constant(files, tf.string)
+  labels = (tf.constant(_folder_labels(data, "train", files), tf.int32)
+            if with_labels else None)
+  order_seed = _stream_seed(seed, 0, _FOLDER_ORDER_STREAM)
+  size = len(files)
+
+  def locate(position: tf.Tensor) -> Any:
+    example = _global_index(position, process_index, process_count)
+    epoch, index = example // size, example % size
+    if size > 1:
+      epoch_seed = tf.cast(
+          tf.random.experimental.stateless_fold_in(order_seed, epoch),
+          tf.int64)
+      index = tf.random.experimental.index_shuffle(index, epoch_seed,
+                                                   size - 1)
+    if labels is None:
+      return position, paths[index]
+    return position, paths[index], labels[index]
+
+  positions = tf.data.Dataset.counter(start, dtype=tf.int64)
+  return _decode_files(positions.map(locate), data, image_at=1)
 
 
 def _folder_eval_images(data: ml_collections.ConfigDict, *, process_index: int,
@@ -733,13 +834,13 @@ def _builtin_no_labels(data: ml_collections.ConfigDict) -> ValueError:
 
 
 def _builtin_train_images(data: ml_collections.ConfigDict, *, seed: int,
-                          process_index: int, process_count: int,
+                          process_index: int, process_count: int, start: int,
                           with_labels: bool = False) -> tf.data.Dataset:
-  """Endless random square crops of this process's training photos.
+  """Endless (position, crop): random square crops of the training photos.
 
   Each crop picks a photo uniformly, a side uniformly in
   ``data.builtin_scales`` times the photo's shorter side, and a uniform
-  position; all from a stateless seed of (seed, process, crop number).
+  position; all from a stateless seed of (seed, global crop number).
   """
   _check_builtin_name(data)
   if with_labels:
@@ -748,19 +849,17 @@ def _builtin_train_images(data: ml_collections.ConfigDict, *, seed: int,
   if len(paths) < MIN_SKIMAGE_TRAIN_PHOTOS:
     raise ValueError(f"Only {len(paths)} scikit-image training photos found"
                      f" in {_skimage_data_dir()}.")
-  shard = _process_share(paths, process_index, process_count)
-  if not shard:
-    raise ValueError(f"{len(paths)} builtin photos cannot be shared by"
-                     f" {process_count} processes.")
-  bank = _PhotoBank.of([_load_photo(p) for p in shard])
+  bank = _PhotoBank.of([_load_photo(p) for p in paths])
   low, high = data.builtin_scales
-  base_seed = _stream_seed(seed, process_index, _BUILTIN_CROP_STREAM)
+  base_seed = _stream_seed(seed, 0, _BUILTIN_CROP_STREAM)
 
-  def random_crop(counter: tf.Tensor) -> tf.Tensor:
+  def random_crop(position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    crop_number = _global_index(position, process_index, process_count)
     pick_seed, scale_seed, y_seed, x_seed = tf.unstack(
         tf.random.experimental.stateless_split(
-            tf.random.experimental.stateless_fold_in(base_seed, counter), 4))
-    index = tf.random.stateless_uniform([], pick_seed, 0, len(shard),
+            tf.random.experimental.stateless_fold_in(base_seed, crop_number),
+            4))
+    index = tf.random.stateless_uniform([], pick_seed, 0, len(paths),
                                         dtype=tf.int64)
     height, width = tf.unstack(bank.shapes[index])
     shorter = tf.minimum(height, width)
@@ -772,9 +871,9 @@ def _builtin_train_images(data: ml_collections.ConfigDict, *, seed: int,
                                     dtype=tf.int64)
     x = tf.random.stateless_uniform([], x_seed, 0, width - side + 1,
                                     dtype=tf.int64)
-    return bank.crop(index, y, x, side)
+    return position, bank.crop(index, y, x, side)
 
-  return tf.data.Dataset.counter().map(
+  return tf.data.Dataset.counter(start, dtype=tf.int64).map(
       random_crop, num_parallel_calls=_parallelism(data))
 
 
@@ -850,7 +949,7 @@ def _builtin_problems(data: ml_collections.ConfigDict) -> list[str]:
 # --------------------------------------------------------------------------
 
 
-def _source_kind(data: ml_collections.ConfigDict) -> str:
+def source_kind(data: ml_collections.ConfigDict) -> str:
   """'folder', 'builtin' or 'tfds' (anything else is a TFDS name)."""
   if data.source.startswith(FOLDER_PREFIX):
     return "folder"
@@ -877,7 +976,7 @@ def check_source(data: ml_collections.ConfigDict, *,
   ``with_labels`` also requires labels (see `label_names`).
   """
   problems = _mean_file_problems(data)
-  kind = _source_kind(data)
+  kind = source_kind(data)
   if kind == "folder":
     problems += _folder_problems(data)
   elif kind == "builtin":
@@ -902,7 +1001,7 @@ def label_names(data: ml_collections.ConfigDict) -> list[str]:
   cifar10's order). Raises ValueError for sources without labels (flat
   folders, builtin:skimage, TFDS datasets without a 'label' feature).
   """
-  kind = _source_kind(data)
+  kind = source_kind(data)
   if kind == "folder":
     return _folder_label_names(data)
   if kind == "builtin":
@@ -916,33 +1015,65 @@ def train_iterator(data: ml_collections.ConfigDict,
                    seed: int,
                    process_index: int = 0,
                    process_count: int = 1,
-                   with_labels: bool = False) -> Iterator[Batch]:
-  """Endless training batches ``{'image': float32 [B, crop, crop, 3]}``.
+                   with_labels: bool = False,
+                   start: int = 0) -> Iterator[Batch]:
+  """Endless training batches ``{'image': float32 [B, crop, crop, 3],
+  'position': int64 [B]}``.
 
-  BGR, mean-subtracted (see `caffe_preprocess`). Reshuffled every epoch and
-  deterministic for a given (seed, process_index, process_count). With
-  ``with_labels``, batches also hold ``'label'``: int32 [B] (ValueError for a
-  source without labels).
+  BGR, mean-subtracted (see `caffe_preprocess`). A new order every epoch,
+  deterministic for a given (seed, process_index, process_count).
+  ``'position'`` is each example's index in this process's stream; pass
+  ``start=batch['position'][-1] + 1`` of the last batch used to continue
+  exactly after it (see the module docstring). With ``with_labels``,
+  batches also hold ``'label'``: int32 [B] (ValueError for a source without
+  labels).
   """
-  readers = {"tfds": _tfds_train_images, "folder": _folder_train_images,
-             "builtin": _builtin_train_images}
-  images = readers[_source_kind(data)](
-      data, seed=seed, process_index=process_index,
-      process_count=process_count, with_labels=with_labels)
-  base_seed = _stream_seed(seed, process_index, _PREPROCESS_STREAM)
+  kind = source_kind(data)
+  common = dict(seed=seed, process_index=process_index,
+                process_count=process_count, start=start,
+                with_labels=with_labels)
+  if kind == "tfds":
+    segments = _tfds_train_epochs(data, **common)
+  else:
+    readers = {"folder": _folder_train_images,
+               "builtin": _builtin_train_images}
+    segments = iter([readers[kind](data, **common)])
+  base_seed = _stream_seed(seed, 0, _PREPROCESS_STREAM)
 
-  def preprocess(position: tf.Tensor, example: Any) -> dict[str, tf.Tensor]:
-    image, *label = example if with_labels else (example,)
-    example_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
+  def preprocess(position: tf.Tensor, image: tf.Tensor,
+                 *label: tf.Tensor) -> dict[str, tf.Tensor]:
+    example_seed = tf.random.experimental.stateless_fold_in(
+        base_seed, _global_index(position, process_index, process_count))
     out = {"image": caffe_preprocess(image, data=data, train=True,
-                                     seed=example_seed)}
+                                     seed=example_seed),
+           POSITION: position}
     if label:
       out["label"] = label[0]
     return out
 
-  ds = images.enumerate().map(preprocess,
-                              num_parallel_calls=_parallelism(data))
-  return _finalize(ds.batch(local_batch_size, drop_remainder=True), data)
+  def batches(segment: tf.data.Dataset) -> Iterator[Batch]:
+    ds = segment.map(preprocess, num_parallel_calls=_parallelism(data))
+    return _finalize(ds.batch(local_batch_size), data)
+
+  return _rebatch((batches(segment) for segment in segments),
+                  local_batch_size)
+
+
+def _rebatch(streams: Iterator[Iterator[Batch]], size: int) -> Iterator[Batch]:
+  """Batches of exactly `size` from consecutive streams of batches (e.g. one
+  per epoch), joining an epoch's short last batch with the next epoch's."""
+  pending: list[Batch] = []
+  for stream in streams:
+    for batch in stream:
+      if not pending and len(batch[POSITION]) == size:
+        yield batch
+        continue
+      pending.append(batch)
+      while sum(len(b[POSITION]) for b in pending) >= size:
+        joined = {k: np.concatenate([b[k] for b in pending]) for k in batch}
+        yield {k: v[:size] for k, v in joined.items()}
+        rest = {k: v[size:] for k, v in joined.items()}
+        pending = [rest] if len(rest[POSITION]) else []
 
 
 def eval_num_examples(data: ml_collections.ConfigDict) -> int:
@@ -951,7 +1082,7 @@ def eval_num_examples(data: ml_collections.ConfigDict) -> int:
   Counts files/records; a folder file found undecodable later is skipped,
   so the number of True mask entries can be smaller.
   """
-  kind = _source_kind(data)
+  kind = source_kind(data)
   if kind == "tfds":
     return _tfds_eval_num_examples(data)
   if kind == "folder":
@@ -986,7 +1117,7 @@ def eval_iterator(data: ml_collections.ConfigDict,
   """
   readers = {"tfds": _tfds_eval_images, "folder": _folder_eval_images,
              "builtin": _builtin_eval_images}
-  images = readers[_source_kind(data)](
+  images = readers[source_kind(data)](
       data, process_index=process_index, process_count=process_count,
       with_labels=with_labels)
   num_batches = eval_num_batches(data, local_batch_size=local_batch_size,
