@@ -26,20 +26,20 @@ import json
 import os
 import subprocess
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from inverter import encoder_weights, input_pipeline, preflight, presets, train
+from inverter import checkpointing, encoder_weights, input_pipeline
+from inverter import preflight, presets, train, training_loop
 from inverter.models import encoders, preprocessing
 
 TASK = "classify"
@@ -138,12 +138,14 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     encoders.check_arch(config.encoder.arch)
   except ValueError as e:
     return [str(e)]
+  problems += preflight.encoder_shape_problems(config.encoder)[1]
   problems += preprocessing.problems(config.encoder.preprocessing, config.data)
   if config.data.crop_size != config.encoder.input_size:
     problems.append(
         f"data.crop_size={config.data.crop_size} differs from"
         f" encoder.input_size={config.encoder.input_size}; set both to the"
-        " same value.")
+        " same value, e.g."
+        f" --config.data.crop_size={config.encoder.input_size}.")
   if config.data.resize_size < config.data.crop_size:
     problems.append(f"data.resize_size={config.data.resize_size} is smaller"
                     f" than data.crop_size={config.data.crop_size}.")
@@ -464,103 +466,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                config.num_train_steps)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
-  manager = train._checkpoint_manager(workdir, config)  # pylint: disable=protected-access
-  state = create_train_state(clf)
   eval_step = make_eval_step(clf)
-  start_step = manager.latest_step() or 0
-  if start_step:
-    state = train._restore(manager, state, start_step)  # pylint: disable=protected-access
-    logging.info("Resumed from the checkpoint at step %d in %s.", start_step,
-                 workdir)
-  if start_step >= config.num_train_steps:
-    logging.info("Already trained for %d >= num_train_steps=%d steps.",
-                 start_step, config.num_train_steps)
-  else:
-    state = _train_loop(clf, state, manager, writer, start_step, eval_step)
+  train_step = make_train_step(clf)
+  schedule = learning_rate_schedule(config)
+
+  def step(state, batch):
+    state, loss, correct = train_step(state, batch["image"], batch["label"])
+    return state, {"loss": loss, "correct": correct}
+
+  def summarize(sums, steps):
+    loss = sums["loss"] / steps
+    accuracy = sums["correct"] / (steps * config.batch_size)
+    return ({"train/loss": loss, "train/accuracy": accuracy},
+            f"loss {loss:.4f}, train accuracy {100 * accuracy:.2f}%")
+
+  task = training_loop.Task(
+      train_step=step, summarize=summarize,
+      evaluate=lambda state, step: evaluate_state(
+          clf, state.params, step, workdir, writer, eval_step),
+      batch_keys=("image", "label"))
+  try:
+    state = training_loop.run(config, workdir, create_train_state(clf), task,
+                              writer=writer, data_sharding=clf.data_sharding,
+                              learning_rate=schedule)
+  finally:
+    writer.flush()
   metrics = evaluate_state(clf, state.params, int(state.step), workdir,
                            writer, eval_step)
   export_encoder(clf, state.params, metrics, workdir)
   writer.flush()
-  manager.wait_until_finished()
-  manager.close()
   return metrics
-
-
-def _train_loop(clf: Classifier, state: TrainState, manager, writer,
-                start_step: int, eval_step) -> TrainState:
-  """Trains from `start_step` to the end; returns the final state."""
-  config = clf.config
-  workdir = epath.Path(manager.directory).parent
-  train_step = make_train_step(clf)
-  # A resumed run reshuffles with a seed derived from its start step.
-  batches: Iterator[dict[str, np.ndarray]] = input_pipeline.train_iterator(
-      config.data, local_batch_size=train._local_batch_size(config.batch_size),  # pylint: disable=protected-access
-      seed=config.seed + start_step, process_index=jax.process_index(),
-      process_count=jax.process_count(), with_labels=True)
-  schedule = learning_rate_schedule(config)
-  report = periodic_actions.ReportProgress(
-      num_train_steps=config.num_train_steps, writer=writer,
-      every_steps=config.log_every_steps, every_secs=None)
-  loss_sum = jnp.zeros((), jnp.float32)
-  correct_sum = jnp.zeros((), jnp.int32)
-  window_start, window_step = time.monotonic(), start_step
-  last_good_checkpoint = start_step
-  for step in range(start_step + 1, config.num_train_steps + 1):
-    batch = next(batches)
-    state, loss, correct = train_step(state, _global(clf, batch["image"]),
-                                      _global(clf, batch["label"]))
-    loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
-    report(step)
-    is_last = step == config.num_train_steps
-    if step % config.log_every_steps == 0 or is_last:
-      steps = step - window_step
-      mean_loss = float(loss_sum) / steps
-      if not np.isfinite(mean_loss):
-        raise train.DivergedError(
-            f"Training diverged: the mean loss over steps {window_step + 1}"
-            f"-{step} is {mean_loss}. Nothing was saved after step"
-            f" {last_good_checkpoint}; lower optimizer.learning_rate (now"
-            f" {config.optimizer.learning_rate}) and rerun (it resumes from"
-            " the last good checkpoint).")
-      accuracy = float(correct_sum) / (steps * config.batch_size)
-      elapsed = time.monotonic() - window_start
-      images_per_sec = steps * config.batch_size / elapsed
-      eta = (config.num_train_steps - step) * elapsed / steps
-      lr = float(schedule(step - 1))
-      writer.write_scalars(step, {"train/loss": mean_loss,
-                                  "train/accuracy": accuracy,
-                                  "train/images_per_sec": images_per_sec,
-                                  "learning_rate": lr})
-      logging.info("step %d/%d: loss %.4f, train accuracy %.2f%%, lr %.2g,"
-                   " %.1f images/s, ETA %s", step, config.num_train_steps,
-                   mean_loss, 100 * accuracy, lr, images_per_sec,
-                   train._format_seconds(eta))  # pylint: disable=protected-access
-      loss_sum = jnp.zeros((), jnp.float32)
-      correct_sum = jnp.zeros((), jnp.int32)
-      window_start, window_step = time.monotonic(), step
-    if step % config.checkpoint_every_steps == 0 or is_last:
-      if not np.isfinite(float(loss)):
-        raise train.DivergedError(
-            f"Training diverged: loss {float(loss)} at step {step}; not"
-            f" saving. The last good checkpoint is step {last_good_checkpoint};"
-            " lower optimizer.learning_rate and rerun.")
-      manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
-      last_good_checkpoint = step
-    if step % config.eval_every_steps == 0 and not is_last:
-      with report.timed("eval"):
-        evaluate_state(clf, state.params, step, workdir, writer, eval_step)
-  manager.wait_until_finished()
-  return state
 
 
 def restore_latest(clf: Classifier, workdir: str) -> TrainState | None:
   """The newest checkpointed train state in `workdir`, or None if none."""
-  manager = train._checkpoint_manager(epath.Path(workdir), clf.config)  # pylint: disable=protected-access
+  manager = checkpointing.reader(workdir)
   try:
     step = manager.latest_step()
     if step is None:
       return None
-    return train._restore(manager, create_train_state(clf), step)  # pylint: disable=protected-access
+    state, _ = checkpointing.restore(manager, step, create_train_state(clf))
+    return state
   finally:
     manager.close()
 

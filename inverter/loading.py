@@ -29,11 +29,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
+
 from etils import epath
 
 from inverter import encoder_weights as encoder_weights_lib
-from inverter import feature_transforms, input_pipeline, presets, train
+from inverter import checkpointing, feature_transforms, input_pipeline, presets
+from inverter import train
 
 ImageInput = np.ndarray | Sequence[np.ndarray]
 
@@ -72,15 +73,12 @@ def saved_config(path: str) -> ml_collections.ConfigDict:
 
 def _restore_params(exp: train.Experiment, path: str) -> tuple[Any, int]:
   """The decoder params of the newest checkpoint, replicated on this mesh."""
-  manager = ocp.CheckpointManager(
-      epath.Path(path) / "checkpoints",
-      options=ocp.CheckpointManagerOptions(create=False, read_only=True,
-                                           save_interval_steps=0))
+  manager = checkpointing.reader(path)
   try:
     step = manager.latest_step()
     if step is None:
       raise NotAnInverterError(
-          f"No checkpoint in {epath.Path(path) / 'checkpoints'}; train first"
+          f"No checkpoint in {checkpointing.directory(path)}; train first"
           f" (python -m inverter.main --config=... --workdir={path}).")
     # Shapes only (nothing is compiled or allocated): the full train state,
     # because that is what was saved, placed replicated on the local mesh.
@@ -88,7 +86,7 @@ def _restore_params(exp: train.Experiment, path: str) -> tuple[Any, int]:
     abstract = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                        sharding=exp.replicated), abstract)
-    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    state, _ = checkpointing.restore(manager, step, abstract)
   finally:
     manager.close()
   return state.params, int(step)

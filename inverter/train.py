@@ -16,23 +16,23 @@ import dataclasses
 import functools
 import json
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 from etils import epath
 from flax.training import train_state
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from inverter import encoder_weights, evaluation, images, input_pipeline
-from inverter import feature_transforms, preflight
+from inverter import checkpointing, encoder_weights, evaluation, images
+from inverter import feature_transforms, input_pipeline, preflight
+from inverter import training_loop
 from inverter.models import decoder as decoder_lib
 from inverter.models import encoders, preprocessing
 
@@ -43,8 +43,7 @@ TrainState = train_state.TrainState
 _IDENTITY_FIELDS = ("layer", "encoder", "decoder")
 
 
-class DivergedError(FloatingPointError):
-  """The training loss became NaN or infinite."""
+DivergedError = training_loop.DivergedError
 
 
 class WorkdirMismatchError(ValueError):
@@ -257,30 +256,16 @@ def evaluate_state(exp: Experiment, params: Any, step: int,
   return metrics
 
 
-def _checkpoint_manager(workdir: epath.Path, config) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      workdir / "checkpoints",
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.keep_checkpoints,
-          save_interval_steps=config.checkpoint_every_steps,
-          enable_async_checkpointing=True,
-          create=True))
-
-
-def _restore(manager: ocp.CheckpointManager, state: TrainState,
-             step: int) -> TrainState:
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-
-
 def restore_latest(exp: Experiment, workdir: str) -> TrainState | None:
   """The newest checkpointed train state in `workdir`, or None if none."""
-  manager = _checkpoint_manager(epath.Path(workdir), exp.config)
+  manager = checkpointing.reader(workdir)
   try:
     step = manager.latest_step()
     if step is None:
       return None
-    return _restore(manager, create_train_state(exp, exp.config.seed), step)
+    state, _ = checkpointing.restore(
+        manager, step, create_train_state(exp, exp.config.seed))
+    return state
   finally:
     manager.close()
 
@@ -309,8 +294,18 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path,
   """
   saved_path = workdir / "config.json"
   if not saved_path.exists():
+    checkpoints = checkpointing.directory(workdir)
+    if checkpoints.exists() and any(checkpoints.iterdir()):
+      raise WorkdirMismatchError(
+          f"{workdir} holds checkpoints but no config.json, so nothing says"
+          " which experiment wrote them. Use a new --workdir.")
     return
-  saved = json.loads(saved_path.read_text())
+  try:
+    saved = json.loads(saved_path.read_text())
+  except ValueError as e:
+    raise WorkdirMismatchError(
+        f"{saved_path} is not valid JSON ({e}); it cannot tell which"
+        " experiment this workdir holds. Use a new --workdir.") from None
   saved_ident = saved.get("identity")
   ident = _identity(config) if identity is None else identity
   if saved_ident is None or saved_ident == ident:
@@ -354,88 +349,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
-  manager = _checkpoint_manager(workdir, config)
-  state = create_train_state(exp, config.seed)
   eval_step = make_eval_step(exp)
-  start_step = manager.latest_step() or 0
-  if start_step:
-    state = _restore(manager, state, start_step)
-    logging.info("Resumed from the checkpoint at step %d in %s.", start_step,
-                 workdir)
-  if start_step >= config.num_train_steps:
-    logging.info("Already trained for %d >= num_train_steps=%d steps.",
-                 start_step, config.num_train_steps)
-  else:
-    state = _train_loop(exp, state, manager, writer, start_step, eval_step)
+  train_step = make_train_step(exp)
+
+  def step(state, batch):
+    state, loss = train_step(state, exp.encoder_params, batch["image"])
+    return state, {"loss": loss}
+
+  task = training_loop.Task(
+      train_step=step,
+      summarize=lambda sums, steps: (
+          {"train/loss": sums["loss"] / steps},
+          f"loss {sums['loss'] / steps:.2f}"),
+      evaluate=lambda state, step: evaluate_state(
+          exp, state.params, step, workdir, writer, eval_step))
+  try:
+    state = training_loop.run(
+        config, workdir, create_train_state(exp, config.seed), task,
+        writer=writer, data_sharding=exp.data_sharding,
+        learning_rate=learning_rate_schedule(config))
+  finally:
+    writer.flush()
   metrics = evaluate_state(exp, state.params, int(state.step), workdir, writer,
                            eval_step)
   writer.flush()
-  manager.wait_until_finished()
-  manager.close()
   return metrics
-
-
-def _train_loop(exp: Experiment, state: TrainState, manager, writer,
-                start_step: int, eval_step) -> TrainState:
-  """Trains from `start_step` to the end; returns the final state."""
-  config = exp.config
-  workdir = epath.Path(manager.directory).parent
-  train_step = make_train_step(exp)
-  # A resumed run reshuffles with a seed derived from its start step, so it
-  # does not replay the batches it has already seen.
-  batches: Iterator[dict[str, np.ndarray]] = input_pipeline.train_iterator(
-      config.data, local_batch_size=_local_batch_size(config.batch_size),
-      seed=config.seed + start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  schedule = learning_rate_schedule(config)
-  report = periodic_actions.ReportProgress(
-      num_train_steps=config.num_train_steps, writer=writer,
-      every_steps=config.log_every_steps, every_secs=None)
-
-  loss_sum = jnp.zeros((), jnp.float32)
-  window_start, window_step = time.monotonic(), start_step
-  last_good_checkpoint = start_step
-  for step in range(start_step + 1, config.num_train_steps + 1):
-    batch = next(batches)
-    state, loss = train_step(state, exp.encoder_params,
-                             global_batch(exp, batch["image"]))
-    loss_sum = loss_sum + loss
-    report(step)
-    is_last = step == config.num_train_steps
-    if step % config.log_every_steps == 0 or is_last:
-      mean_loss = float(loss_sum) / (step - window_step)
-      if not np.isfinite(mean_loss):
-        raise DivergedError(
-            f"Training diverged: the mean loss over steps {window_step + 1}"
-            f"-{step} is {mean_loss}. Nothing was saved after step"
-            f" {last_good_checkpoint}; lower optimizer.learning_rate"
-            f" (now {config.optimizer.learning_rate}) or use"
-            " compute_dtype=float32, then rerun (it resumes from the last"
-            " good checkpoint).")
-      elapsed = time.monotonic() - window_start
-      images_per_sec = (step - window_step) * config.batch_size / elapsed
-      eta = (config.num_train_steps - step) * elapsed / (step - window_step)
-      writer.write_scalars(step, {"train/loss": mean_loss,
-                                  "train/images_per_sec": images_per_sec,
-                                  "learning_rate": float(schedule(step - 1))})
-      logging.info("step %d/%d: loss %.2f, %.1f images/s, ETA %s", step,
-                   config.num_train_steps, mean_loss, images_per_sec,
-                   _format_seconds(eta))
-      loss_sum = jnp.zeros((), jnp.float32)
-      window_start, window_step = time.monotonic(), step
-    if step % config.checkpoint_every_steps == 0 or is_last:
-      if not np.isfinite(float(loss)):
-        raise DivergedError(
-            f"Training diverged: loss {float(loss)} at step {step}; not"
-            f" saving. The last good checkpoint is step {last_good_checkpoint};"
-            " lower optimizer.learning_rate and rerun.")
-      manager.save(step, args=ocp.args.StandardSave(state), force=is_last)
-      last_good_checkpoint = step
-    if step % config.eval_every_steps == 0 and not is_last:
-      with report.timed("eval"):
-        evaluate_state(exp, state.params, step, workdir, writer, eval_step)
-  manager.wait_until_finished()
-  return state
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -456,6 +394,3 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return metrics
 
 
-def _format_seconds(seconds: float) -> str:
-  seconds = int(max(0, seconds))
-  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

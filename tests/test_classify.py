@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from inverter import classify, encoder_weights, input_pipeline as ip
-from inverter import preflight, presets, train
+from inverter import preflight, presets, train, training_loop
 from inverter.models import encoders
 
 from conftest import REPO_ROOT
@@ -275,14 +275,14 @@ def test_rerun_resumes_from_the_last_checkpoint(two_colour_run, tmp_path,
   exported = ocp.StandardCheckpointer().restore(
       (workdir / classify.ENCODER_DIR / "params").resolve())
   seen = {}
-  original = classify._train_loop
+  original = training_loop._loop
 
-  def spy(clf_, state, *args):
-    seen["start"] = args[2]
+  def spy(config_, state, start_step, *args):
+    seen["start"] = start_step
     seen["params"] = jax.tree.map(np.asarray, state.params)
-    return original(clf_, state, *args)
+    return original(config_, state, start_step, *args)
 
-  monkeypatch.setattr(classify, "_train_loop", spy)
+  monkeypatch.setattr(training_loop, "_loop", spy)
   longer = tiny_config(f"folder:{data}", 2,
                        num_train_steps=TWO_COLOUR_STEPS + 2)
   assert classify.train_and_evaluate(longer, str(workdir))["step"] == (
@@ -291,7 +291,7 @@ def test_rerun_resumes_from_the_last_checkpoint(two_colour_run, tmp_path,
   jax.tree.map(np.testing.assert_array_equal, seen["params"],
                jax.tree.map(np.asarray, exported))
   # A workdir of another network is refused before any work.
-  monkeypatch.setattr(classify, "_train_loop",
+  monkeypatch.setattr(training_loop, "_loop",
                       lambda *a: pytest.fail("trained"))
   with pytest.raises(train.WorkdirMismatchError, match="fc_width"):
     classify.train_and_evaluate(
@@ -329,7 +329,7 @@ def test_exported_encoder_drives_an_inverter(tmp_path):
   params = encoder_weights.load(
       inverter_config.encoder, encoders.from_config(inverter_config.encoder))
   trained = ocp.StandardCheckpointer().restore(
-      (workdir / "checkpoints" / "6" / "default").resolve())["params"]
+      (workdir / "checkpoints" / "6" / "state").resolve())["params"]
   jax.tree.map(np.testing.assert_array_equal, params,
                jax.tree.map(np.asarray, trained))
 

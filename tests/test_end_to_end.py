@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from inverter import input_pipeline, preflight, presets, train
+from inverter import input_pipeline, preflight, presets, train, training_loop
 
 from conftest import REPO_ROOT
 
@@ -63,14 +63,14 @@ def test_rerun_with_more_steps_resumes_from_the_checkpoint(tmp_path,
   saved = train.restore_latest(train.setup(config), str(tmp_path))
   assert int(saved.step) == 4
   seen = {}
-  original = train._train_loop
+  original = training_loop._loop
 
-  def spy(exp_, state, manager_, writer, start_step, eval_step):
+  def spy(config_, state, start_step, *args):
     seen["start_step"], seen["params"] = start_step, jax.tree.map(
         np.asarray, state.params)
-    return original(exp_, state, manager_, writer, start_step, eval_step)
+    return original(config_, state, start_step, *args)
 
-  monkeypatch.setattr(train, "_train_loop", spy)
+  monkeypatch.setattr(training_loop, "_loop", spy)
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert seen["start_step"] == 4
   jax.tree.map(np.testing.assert_array_equal, seen["params"],
@@ -80,7 +80,8 @@ def test_rerun_with_more_steps_resumes_from_the_checkpoint(tmp_path,
 
 def test_rerun_after_the_last_step_only_evaluates(tmp_path, monkeypatch):
   first = train.train_and_evaluate(tiny_config(), str(tmp_path))
-  monkeypatch.setattr(train, "_train_loop", lambda *a: pytest.fail("trained"))
+  monkeypatch.setattr(training_loop, "_loop",
+                      lambda *a: pytest.fail("trained"))
   again = train.train_and_evaluate(tiny_config(), str(tmp_path))
   assert again["normalized_error"] == pytest.approx(first["normalized_error"],
                                                     rel=1e-6)
@@ -173,10 +174,22 @@ def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path,
 
   def poisoned(*args, **kwargs):
     for batch in real(*args, **kwargs):
-      yield {"image": np.full_like(batch["image"], np.nan)}
+      yield dict(batch, image=np.full_like(batch["image"], np.nan))
 
   monkeypatch.setattr(input_pipeline, "train_iterator", poisoned)
   with pytest.raises(train.DivergedError, match="learning_rate"):
     train.train_and_evaluate(tiny_config(), str(tmp_path))
   assert not [p for p in (tmp_path / "checkpoints").iterdir()
               if p.name.isdigit()]
+
+
+def test_a_workdir_whose_checkpoints_have_no_config_is_refused(tmp_path):
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  with pytest.raises(train.WorkdirMismatchError, match="no config.json"):
+    train.check_workdir(tiny_config(), tmp_path)
+
+
+def test_a_corrupt_saved_config_is_refused_by_name(tmp_path):
+  (tmp_path / "config.json").write_text("{not json")
+  with pytest.raises(train.WorkdirMismatchError, match="config.json"):
+    train.check_workdir(tiny_config(), tmp_path)
