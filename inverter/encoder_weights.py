@@ -86,10 +86,14 @@ def check(encoder_cfg: Mapping[str, Any]) -> list[str]:
   try:
     meta = json.loads((path / "metadata.json").read_text())
   except (OSError, ValueError) as e:
-    return [f"Encoder weights at {path}: metadata.json is unreadable ({e})."]
+    return [f"Encoder weights at {path} (config field encoder.weights):"
+            f" metadata.json is unreadable ({e}); re-export or re-port them,"
+            " or point --config.encoder.weights elsewhere."]
   if meta.get("format") != FORMAT:
-    return [f"Encoder weights at {path} have format {meta.get('format')!r},"
-            f" expected {FORMAT!r}."]
+    return [f"Encoder weights at {path} (config field encoder.weights) have"
+            f" format {meta.get('format')!r}, expected {FORMAT!r}; convert"
+            " them with `python -m inverter.port` or point"
+            " --config.encoder.weights elsewhere."]
   expected = architecture(encoder_cfg)
   stored = meta.get("architecture", {})
   # Every field the config's arch defines; a stored network of another
@@ -97,9 +101,13 @@ def check(encoder_cfg: Mapping[str, Any]) -> list[str]:
   diffs = [f"encoder.{k}: config {expected[k]!r}, weights {stored.get(k)!r}"
            for k in expected if stored.get(k) != expected[k]]
   if diffs:
-    return [f"Encoder weights at {path} do not match the config:\n  "
+    return [f"Encoder weights at {path} (config field encoder.weights) are"
+            " of another network than the config describes:\n  "
             + "\n  ".join(diffs)
-            + "\n  Fix the config fields or point encoder.weights elsewhere."]
+            + "\n  Take every encoder field from the weights with"
+            f" --config=configs/LAYER.py:encoder={weights}, set the fields"
+            " above to the weights' values, or point --config.encoder.weights"
+            " at weights of the configured network."]
   return []
 
 
@@ -128,14 +136,18 @@ def load(encoder_cfg: Mapping[str, Any], model: nn.Module) -> Any:
             lambda s: np.zeros(s.shape, s.dtype), target))
   except Exception as e:  # Orbax raises many types for a damaged checkpoint.
     raise EncoderWeightsError(
-        f"Could not read encoder params from {path / 'params'}: {e}") from e
+        f"Could not read encoder params from {path / 'params'} (config field"
+        f" encoder.weights): {e}. Re-export or re-port the weights, or point"
+        " --config.encoder.weights elsewhere.") from e
   bad = [f"{jax.tree_util.keystr(k)}: {np.shape(v)} != {t.shape}"
          for (k, v), t in zip(jax.tree_util.tree_leaves_with_path(params),
                               jax.tree.leaves(target))
          if np.shape(v) != t.shape]
   if bad:
     raise EncoderWeightsError(
-        f"Encoder params at {path} have the wrong shapes: " + "; ".join(bad))
+        f"Encoder params at {path} (config field encoder.weights) have the"
+        " wrong shapes for the network their metadata.json describes: "
+        + "; ".join(bad) + ". Re-export or re-port the weights.")
   logging.info("Loaded encoder weights from %s", path)
   return params
 
