@@ -5,7 +5,14 @@ r"""Command line: train or evaluate an inverter.
       --config.num_train_steps=2000
   python -m inverter.main --config=configs/fc6.py --workdir=/tmp/fc6 --mode=eval
 
-Rerunning with the same workdir resumes from its latest checkpoint.
+Rerunning with the same workdir resumes exactly from its latest checkpoint;
+SIGTERM (preemption) or Ctrl-C saves one first. On several hosts, every host
+runs the same command (`launch/tpu_vm.sh` does this on Cloud TPU VMs); see
+inverter/distributed.py for how the processes find each other, e.g. two
+local processes:
+
+  python -m inverter.main ... --coordinator_address=localhost:1234 \
+      --num_processes=2 --process_id=0   # and --process_id=1
 Configs with `task='classify'` (configs/encoders/*.py) train an encoder as a
 classifier instead (inverter/classify.py):
 
@@ -19,7 +26,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from inverter import classify, encoder_weights, preflight, train
+from inverter import classify, distributed, encoder_weights, preemption
+from inverter import preflight, train, training_loop
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
@@ -29,6 +37,16 @@ flags.DEFINE_enum("mode", "train", ["train", "eval"],
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/fc6.py or configs/fc6.py:demo.",
     lock_config=True)
+flags.DEFINE_enum("distributed", "auto", list(distributed.MODES),
+                  "Join a multi-process run: 'on' lets JAX detect the cluster"
+                  " (TPU slices, SLURM, ...); 'auto' only with the flags"
+                  " below or a scheduler with several tasks.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 (or JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_integer("num_processes", None,
+                     "Number of processes (or JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None,
+                     "This process's index (or JAX_PROCESS_ID).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -45,6 +63,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  try:
+    distributed.initialize(FLAGS.distributed, distributed.settings_from(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id))
+  except distributed.DistributedConfigError as e:
+    print(f"\nERROR: {e}", file=sys.stderr)
+    sys.exit(2)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # tf.data only; keep TensorFlow off accelerators that JAX owns.
   tf.config.set_visible_devices([], "GPU")
@@ -56,8 +80,12 @@ def main(argv):
          else module.evaluate)
   try:
     metrics = run(config, FLAGS.workdir)
+  except preemption.Interrupted as e:
+    print(f"\n{e}", file=sys.stderr)
+    # 128 + signal number, as a shell reports a process the signal ended.
+    sys.exit(128 + e.signum)
   except (preflight.PreflightError, encoder_weights.EncoderWeightsError,
-          train.WorkdirMismatchError, train.DivergedError,
+          train.WorkdirMismatchError, training_loop.DivergedError,
           FileNotFoundError) as e:
     print(f"\nERROR: {e}", file=sys.stderr)
     sys.exit(2)
