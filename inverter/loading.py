@@ -261,5 +261,9 @@ def load(path: str | os.PathLike, *, encoder_weights: str | None = None,
         " encoder_weights=WHERE_THEY_ARE) if they are elsewhere here.")
   exp = train.setup(config)
   params, step = _restore_params(exp, path)
+  if train.trains_encoder(config):
+    # An autoencoder: its fine-tuned encoder replaces the configured one.
+    params, encoder_params = train.split_params(exp, params)
+    exp = dataclasses.replace(exp, encoder_params=encoder_params)
   return Inverter(path, config, exp, params, step,
                   batch_size or int(config.eval_batch_size))

@@ -158,6 +158,9 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
   # What the decoder sees of the features: '' all, 'top5' only the 5 largest
   # (see inverter/feature_transforms.py; configs/fc8_top5.py).
   c.feature_transform = ""
+  # Train the encoder together with the decoder (the paper's autoencoder
+  # baseline; encoder.weights gives its start, 'random' = from scratch).
+  c.train_encoder = False
 
   c.log_every_steps = 100
   c.eval_every_steps = 10_000

@@ -126,13 +126,34 @@ def targets_for(images_: jax.Array, output_size: int) -> jax.Array:
   return jax.image.resize(images_, shape, "linear", antialias=True)
 
 
+def trains_encoder(config: ml_collections.ConfigDict) -> bool:
+  """Whether the encoder is trained with the decoder (the paper's
+  autoencoder baseline) instead of frozen."""
+  return bool(config.get("train_encoder", False))
+
+
+def split_params(exp: Experiment, params: Any,
+                 encoder_params: Any = None) -> tuple[Any, Any]:
+  """(decoder params, encoder params) of a train state's params: an
+  autoencoder's state holds both, an inverter's only the decoder's (its
+  encoder params are the frozen `encoder_params`, default exp's)."""
+  if trains_encoder(exp.config):
+    return params["decoder"], params["encoder"]
+  return params, exp.encoder_params if encoder_params is None else (
+      encoder_params)
+
+
 def features(exp: Experiment, encoder_params: Any, images_: jax.Array):
-  """The frozen encoder's activation at the inverted tap for pipeline images
-  (adapted to the encoder's own preprocessing first)."""
+  """The encoder's activation at the inverted tap for pipeline images
+  (adapted to the encoder's own preprocessing first). Gradients reach the
+  encoder only when it is trained (`train_encoder`)."""
   taps = exp.encoder.apply({"params": encoder_params},
                            exp.encoder_input(images_), until=exp.tap)
+  tap = taps[exp.tap]
+  if not trains_encoder(exp.config):
+    tap = jax.lax.stop_gradient(tap)
   return feature_transforms.apply(exp.config.get("feature_transform", ""),
-                                  jax.lax.stop_gradient(taps[exp.tap]))
+                                  tap)
 
 
 def create_train_state(exp: Experiment, seed: int) -> TrainState:
@@ -141,17 +162,22 @@ def create_train_state(exp: Experiment, seed: int) -> TrainState:
   dummy = jnp.zeros((1, *exp.feature_shape), jnp.float32)
 
   @functools.partial(jax.jit, out_shardings=exp.replicated)
-  def init(key):
+  def init(key, encoder_params):
     params = exp.decoder.init(key, dummy)["params"]
+    if trains_encoder(exp.config):
+      # The autoencoder starts from the configured encoder weights (trained,
+      # ported, or random for one trained from scratch).
+      params = {"decoder": params, "encoder": encoder_params}
     return TrainState.create(apply_fn=exp.decoder.apply, params=params, tx=tx)
 
-  return init(jax.random.key(seed))
+  return init(jax.random.key(seed), exp.encoder_params)
 
 
 def make_train_step(exp: Experiment):
   """(state, encoder_params, images) -> (state, loss); state is donated."""
 
   def loss_fn(params, encoder_params, images_):
+    params, encoder_params = split_params(exp, params, encoder_params)
     feats = features(exp, encoder_params, images_)
     recon = exp.decoder.apply({"params": params}, feats)
     return jnp.mean(jnp.square(recon - targets_for(images_, exp.output_size)))
@@ -171,6 +197,7 @@ def make_eval_step(exp: Experiment):
   """(params, encoder_params, images, mask) -> (error sums, recons, targets)."""
 
   def step(params, encoder_params, images_, mask):
+    params, encoder_params = split_params(exp, params, encoder_params)
     recon = exp.decoder.apply({"params": params},
                               features(exp, encoder_params, images_))
     target = targets_for(images_, exp.output_size)
@@ -283,6 +310,8 @@ def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   # experiment; left out when empty so older workdirs still match.
   if config.get("feature_transform", ""):
     ident["feature_transform"] = config.feature_transform
+  if trains_encoder(config):
+    ident["train_encoder"] = True
   return json.loads(json.dumps(ident))
 
 
@@ -311,8 +340,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path,
   if saved_ident is None or saved_ident == ident:
     return
   diffs = []
-  for key in ident:
-    a, b = saved_ident.get(key), ident[key]
+  for key in sorted(set(saved_ident) | set(ident)):
+    a, b = saved_ident.get(key), ident.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       diffs += [f"{key}.{k}: workdir {a.get(k)!r}, config {b.get(k)!r}"
                 for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
