@@ -29,8 +29,7 @@ weights with only --config.encoder.weights).
 
 from inverter import classify, presets
 
-# Per-channel mean of the CIFAR-10 training images, BGR on the 0-255 scale.
-CIFAR10_MEAN_BGR = (113.87, 122.96, 125.31)
+CIFAR10_MEAN_BGR = presets.CIFAR10_MEAN_BGR
 
 
 def get_config(arg=None):
@@ -40,13 +39,7 @@ def get_config(arg=None):
     raise ValueError(f"Unknown config argument(s) {unknown}; known: source,"
                      " test.")
   c = classify.base_config("caffenet")
-  e = c.encoder
-  e.input_size = 32
-  e.conv1_kernel, e.conv1_stride, e.conv1_padding = 5, 1, 2
-  e.widths = (32, 64, 96, 96, 64)
-  e.fc_width = 512
-  e.num_classes = 10
-  e.preprocessing.mean = CIFAR10_MEAN_BGR
+  presets.cifar10_encoder(c.encoder)
 
   d = c.data
   d.source = "cifar10"

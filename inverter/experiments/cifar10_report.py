@@ -1,0 +1,165 @@
+r"""The report stage of the CIFAR-10 experiment: tables, curves, figures.
+
+  python -m inverter.experiments.cifar10_report --root=ROOT \
+      --publish=docs/results/cifar10
+
+Reads what the other stages wrote under ROOT (missing runs become empty
+cells) and writes into --publish:
+
+* `main.md` / `main.csv`: normalized reconstruction error on the test split
+  for every layer (rows) and kind of decoder (columns), with the encoder's
+  accuracy;
+* `curves.png`, `curves_baselines.png`: evaluation error against training
+  step (read from each run's TensorBoard events), to show it has flattened;
+* `reconstructions.png` and the analysis studies' tables and figures
+  (`analysis/<study>/`);
+* `stages.md`: every stage's exact command, wall time and git commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import shutil
+from typing import Any
+
+from absl import app, flags
+
+from inverter import images, plots
+from inverter.experiments import cifar10
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("root", None, "The experiment's --root.")
+flags.DEFINE_string("publish", None, "Where to write the report.")
+
+COLUMNS = {"inverter": "fixed trained encoder",
+           "autoencoder": "autoencoder (fine-tuned)",
+           "scratch": "autoencoder (from scratch)",
+           "random": "fixed random encoder"}
+ROWS = (*cifar10.LAYERS, "fc8_top5")
+
+
+def _metrics(workdir: pathlib.Path) -> dict[str, Any] | None:
+  path = workdir / "eval" / "metrics.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def eval_curve(workdir: pathlib.Path,
+               tag: str = "eval/normalized_error") -> tuple[list, list]:
+  """(steps, values) of a scalar in a run's TensorBoard event files."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  found: dict[int, float] = {}
+  for path in sorted(workdir.glob("events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag == tag:
+          found[int(event.step)] = float(tf.make_ndarray(value.tensor))
+  steps = sorted(found)
+  return steps, [found[s] for s in steps]
+
+
+def main_table(root: pathlib.Path) -> tuple[list[str], list[list[Any]]]:
+  header = ["layer", *COLUMNS.values()]
+  rows = []
+  for layer in ROWS:
+    row: list[Any] = [layer]
+    for kind in COLUMNS:
+      metrics = _metrics(root / cifar10.KINDS[kind] / layer)
+      row.append(None if metrics is None
+                 else round(metrics["normalized_error"], 4))
+    if any(v is not None for v in row[1:]):
+      rows.append(row)
+  return header, rows
+
+
+def _markdown(header: list[str], rows: list[list[Any]]) -> str:
+  def cell(v):
+    return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines) + "\n"
+
+
+def _write_table(publish: pathlib.Path, name: str, header, rows,
+                 preface: str = "") -> None:
+  (publish / f"{name}.md").write_text(preface + _markdown(header, rows))
+  with (publish / f"{name}.csv").open("w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
+def _curves(root: pathlib.Path, kinds_layers: list[tuple[str, str]],
+            title: str):
+  series = {}
+  for kind, layer in kinds_layers:
+    steps, values = eval_curve(root / cifar10.KINDS[kind] / layer)
+    if steps:
+      series[layer if kind == "inverter" else f"{layer} {kind}"] = (
+          steps, values)
+  if not series:
+    return None
+  return plots.line_chart(series, title=title, x_label="training step",
+                          y_label="normalized error (test)")
+
+
+def _stages_md(root: pathlib.Path) -> str:
+  path = root / "stages.json"
+  records = json.loads(path.read_text()) if path.exists() else {}
+  total = sum(r["seconds"] for r in records.values())
+  lines = [f"Wall time on this machine: {total / 3600:.2f} h over"
+           f" {len(records)} stages.\n",
+           "| stage | wall time | git commit | command |", "|---|---|---|---|"]
+  for name, r in records.items():
+    lines.append(f"| {name} | {r['seconds'] / 60:.1f} min |"
+                 f" {r['commit'][:12]} | `{r['command']}` |")
+  return "\n".join(lines) + "\n"
+
+
+def write(root: pathlib.Path, publish: pathlib.Path) -> None:
+  publish.mkdir(parents=True, exist_ok=True)
+  encoder = (root / "encoder" / "eval" / "metrics.json")
+  preface = ""
+  if encoder.exists():
+    m = json.loads(encoder.read_text())
+    preface = (f"Encoder: {100 * m['top1']:.2f}% top-1, {100 * m['top5']:.2f}%"
+               f" top-5 on {m['num_images']} CIFAR-10 test images.\n\n"
+               "Normalized reconstruction error on the 10,000 test images"
+               " (lower is better):\n\n")
+  header, rows = main_table(root)
+  _write_table(publish, "main", header, rows, preface)
+  chart = _curves(root, [("inverter", l) for l in cifar10.LAYERS],
+                  "Inverters of the trained encoder")
+  if chart is not None:
+    images.write_png(publish / "curves.png", chart)
+  chart = _curves(root, [(k, l) for k in ("autoencoder", "scratch", "random")
+                         for l in cifar10.BASELINE_LAYERS],
+                  "Baselines")
+  if chart is not None:
+    images.write_png(publish / "curves_baselines.png", chart)
+  analysis = root / "analysis"
+  for study in cifar10.STUDIES:
+    source = analysis / study
+    if source.exists():
+      target = publish / "analysis" / study
+      if target.exists():
+        shutil.rmtree(target)
+      shutil.copytree(source, target)
+  layers_figure = analysis / "layers" / "reconstructions.png"
+  if layers_figure.exists():
+    shutil.copy(layers_figure, publish / "reconstructions.png")
+  (publish / "stages.md").write_text(_stages_md(root))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  write(pathlib.Path(FLAGS.root), pathlib.Path(FLAGS.publish))
+  print(f"Report written to {FLAGS.publish}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["root", "publish"])
+  app.run(main)

@@ -1,0 +1,162 @@
+"""The resumable CIFAR-10 experiment driver, its stages and its report."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from inverter import plots
+from inverter.experiments import cifar10, cifar10_report, stages
+
+from conftest import REPO_ROOT
+
+
+def build(root: pathlib.Path):
+  return cifar10.build(root, "folder:/data/cifar10", None, root / "publish",
+                       100)
+
+
+def test_the_experiment_runs_every_stage_the_issue_lists_in_order(tmp_path):
+  names = [s.name for s in build(tmp_path)]
+  assert names[0] == "encoder" and names[-1] == "report"
+  assert [n for n in names if n.startswith("inverter_")] == [
+      f"inverter_{l}" for l in (*cifar10.LAYERS, "fc8_top5")]
+  for kind in ("autoencoder", "scratch", "random"):
+    assert [n for n in names if n.startswith(kind + "_")] == [
+        f"{kind}_{l}" for l in cifar10.BASELINE_LAYERS]
+  assert [n for n in names if n.startswith("analysis_")] == [
+      f"analysis_{s}" for s in cifar10.STUDIES]
+  # The studies need only the inverters; the report comes last.
+  assert names.index("analysis_layers") > names.index("inverter_fc8_top5")
+
+
+def test_stage_commands_are_the_published_command_lines(tmp_path):
+  by_name = {s.name: s for s in build(tmp_path)}
+  encoder_dir = tmp_path / "encoder" / "encoder"
+  assert by_name["inverter_conv3"].shell() == (
+      "python -m inverter.main --config=configs/conv3.py:cifar10,"
+      f"encoder={encoder_dir},source=folder:/data/cifar10"
+      f" --workdir={tmp_path / 'inverters' / 'conv3'}")
+  assert by_name["autoencoder_fc6"].command[-1] == (
+      "--config.train_encoder=True")
+  assert ",encoder=" not in by_name["scratch_fc6"].shell()
+  assert "train_encoder" not in by_name["random_fc6"].shell()
+  assert "--config.num_images=100" in by_name["analysis_topk"].command
+
+
+def test_a_stage_is_done_when_its_run_reached_the_last_step(tmp_path):
+  stage = {s.name: s for s in build(tmp_path)}["inverter_conv1"]
+  metrics = tmp_path / "inverters" / "conv1" / "eval" / "metrics.json"
+  assert not stage.done()
+  metrics.parent.mkdir(parents=True)
+  steps = cifar10._num_train_steps("conv1")
+  metrics.write_text(json.dumps({"step": steps - 500}))
+  assert not stage.done()  # an interrupted run's eval does not count
+  metrics.write_text(json.dumps({"step": steps}))
+  assert stage.done()
+
+
+def test_run_skips_done_stages_records_times_and_stops_at_a_failure(tmp_path):
+  marker = tmp_path / "made"
+  ok = stages.Stage("make", (stages.PYTHON, "-c",
+                             f"open({str(marker)!r}, 'w').write('x')"),
+                    done=marker.exists)
+  skipped = stages.Stage("skip", ("false",), done=lambda: True)
+  broken = stages.Stage("broken", (stages.PYTHON, "-c", "raise SystemExit(3)"),
+                        done=lambda: False)
+  lines = []
+  with pytest.raises(stages.StageFailed, match=r"exit 3.*broken\.log"):
+    stages.run([skipped, ok, broken], tmp_path, echo=lines.append)
+  assert marker.exists()
+  assert "skip: done, skipped" in lines[0]
+  record = json.loads((tmp_path / "stages.json").read_text())
+  assert list(record) == ["make"] and record["make"]["seconds"] >= 0
+  assert record["make"]["command"].startswith("python -c")
+
+
+def test_dry_run_runs_nothing(tmp_path):
+  marker = tmp_path / "made"
+  stage = stages.Stage("make", ("touch", str(marker)), done=marker.exists)
+  lines = []
+  stages.run([stage], tmp_path, dry_run=True, echo=lines.append)
+  assert not marker.exists() and "would run" in lines[0]
+
+
+def test_stage_patterns_select_and_unknown_ones_are_named(tmp_path):
+  chosen = stages.select(build(tmp_path), "inverter_conv*,report")
+  assert [s.name for s in chosen] == [
+      *(f"inverter_conv{i}" for i in range(1, 6)), "report"]
+  with pytest.raises(ValueError, match="nonsense"):
+    stages.select(build(tmp_path), "nonsense")
+
+
+def test_the_command_line_dry_run_lists_the_stages(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "inverter.experiments.cifar10",
+       f"--root={tmp_path}", "--source=folder:/data/cifar10", "--dry-run",
+       "--stages=encoder,analysis_*"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "[1/7] encoder: would run" in proc.stdout
+  assert "configs/encoders/cifar10.py:source=folder:/data/cifar10" in (
+      proc.stdout)
+  assert not (tmp_path / "logs").exists()
+
+
+def write_run(workdir: pathlib.Path, errors: dict[int, float]) -> None:
+  (workdir / "eval").mkdir(parents=True)
+  last = max(errors)
+  (workdir / "eval" / "metrics.json").write_text(
+      json.dumps({"step": last, "normalized_error": errors[last]}))
+  writer = tf.summary.create_file_writer(str(workdir))
+  with writer.as_default():
+    for step, value in errors.items():
+      tf.summary.scalar("eval/normalized_error", value, step=step)
+  writer.close()
+
+
+def test_report_tables_curves_and_stage_times(tmp_path):
+  root, publish = tmp_path / "root", tmp_path / "publish"
+  write_run(root / "inverters" / "conv1", {500: 0.5, 1000: 0.3})
+  write_run(root / "inverters" / "fc6", {500: 0.8, 1000: 0.7})
+  write_run(root / "random_encoder" / "fc6", {500: 0.9, 1000: 0.85})
+  (root / "stages.json").write_text(json.dumps({"inverter_conv1": dict(
+      command="python -m inverter.main ...", seconds=90.0,
+      finished="2026-11-27T00:00:00+00:00", commit="abc123")}))
+  cifar10_report.write(root, publish)
+  header, rows = cifar10_report.main_table(root)
+  assert [r[0] for r in rows] == ["conv1", "fc6"]
+  assert rows[1][header.index("fixed random encoder")] == 0.85
+  assert rows[0][header.index("fixed random encoder")] is None
+  table = (publish / "main.md").read_text()
+  assert "| fc6 | 0.7000 |  |  | 0.8500 |" in table
+  assert (publish / "main.csv").read_text().splitlines()[1].startswith(
+      "conv1,0.3")
+  assert cifar10_report.eval_curve(root / "inverters" / "fc6") == (
+      [500, 1000], [pytest.approx(0.8), pytest.approx(0.7)])
+  assert (publish / "curves.png").stat().st_size > 0
+  assert "inverter_conv1 | 1.5 min | abc123" in (
+      publish / "stages.md").read_text()
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+  ticks = plots.nice_ticks(0.27, 0.93)
+  assert ticks[0] <= 0.27 and ticks[-1] >= 0.93
+  steps = np.diff(ticks)
+  assert np.allclose(steps, steps[0]) and steps[0] in (0.1, 0.2, 0.25)
+
+
+def test_line_chart_draws_each_series_in_its_colour():
+  chart = plots.line_chart({"a": ([0, 1, 2], [3, 2, 1]),
+                            "b": ([0, 2], [1, 3])}, title="t")
+  assert chart.dtype == np.uint8 and chart.ndim == 3
+  for colour in plots.COLOURS[:2]:
+    assert np.all(chart == colour, axis=-1).sum() > 50
+  with pytest.raises(ValueError):
+    plots.line_chart({"empty": ([], [])})
