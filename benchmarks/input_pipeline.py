@@ -35,7 +35,6 @@ pipeline.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -43,18 +42,13 @@ import statistics
 import sys
 import time
 
+import step_timer
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_FOLDER = REPO_ROOT.parent / "shared" / "data" / "imagenet-sample"
 CONFIG = REPO_ROOT / "configs" / "fc6.py"
 
 
-def load_config(spec: str):
-  """'configs/fc6.py:ARG' -> the config, as --config= would load it."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def folder_summary(folder: pathlib.Path, sample: int = 50) -> str:
@@ -105,34 +99,9 @@ def bench_pipeline(data, args, parallel: int) -> dict:
 
 def bench_step(args) -> dict:
   """Images/s of the full-size caffenet fc6 train step (random weights)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from inverter import train  # pylint: disable=g-import-not-at-top
-  config = load_config(str(CONFIG))
-  config.encoder.weights = "random"
+  config = step_timer.load_config(str(CONFIG))
   config.batch_size = args.step_batch
-  exp = train.setup(config)
-  state = train.create_train_state(exp, seed=0)
-  step = train.make_train_step(exp)
-  size = config.encoder.input_size
-  images = train.global_batch(exp, np.random.default_rng(0).normal(
-      0, 60, (config.batch_size, size, size, 3)).astype(np.float32))
-  start = time.perf_counter()
-  state, loss = step(state, exp.encoder_params, images)
-  loss.block_until_ready()
-  compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(args.step_steps):
-    start = time.perf_counter()
-    state, loss = step(state, exp.encoder_params, images)
-    loss.block_until_ready()
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
-  return dict(batch=config.batch_size, input_size=size, compile_s=compile_s,
-              median_s=median, steps=len(times),
-              images_per_s=config.batch_size / median,
-              backend=jax.default_backend(), devices=jax.device_count())
+  return step_timer.time_train_step(config, args.step_steps)
 
 
 def main():
@@ -177,7 +146,7 @@ def main():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # tf.data only; leave GPUs to JAX.
 
-  base = load_config(str(CONFIG))
+  base = step_timer.load_config(str(CONFIG))
   data = base.data
   print(f"Pipeline: configs/fc6.py data settings (resize {data.resize_size},"
         f" crop {data.crop_size}, mirror {data.mirror}, prefetch"

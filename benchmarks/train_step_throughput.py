@@ -9,23 +9,10 @@ pipeline's. Encoder weights are random: speed does not depend on them.
 """
 
 import argparse
-import importlib.util
-import statistics
-import time
 
 import jax
-import numpy as np
 
-from inverter import train
-
-
-def load_config(spec: str):
-  """'configs/fc6.py:demo' -> the config, as --config= would load it."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+import step_timer
 
 
 def main():
@@ -35,34 +22,18 @@ def main():
   parser.add_argument("--batch_size", type=int, default=None)
   args = parser.parse_args()
 
-  config = load_config(args.config)
-  config.encoder.weights = "random"
+  config = step_timer.load_config(args.config)
   if args.batch_size:
     config.batch_size = args.batch_size
-  exp = train.setup(config)
-  state = train.create_train_state(exp, seed=0)
-  step = train.make_train_step(exp)
+  result = step_timer.time_train_step(config, args.steps)
   size = config.encoder.input_size
-  images = train.global_batch(exp, np.random.default_rng(0).normal(
-      0, 60, (config.batch_size, size, size, 3)).astype(np.float32))
-
-  start = time.perf_counter()
-  state, loss = step(state, exp.encoder_params, images)
-  loss.block_until_ready()
-  compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    state, loss = step(state, exp.encoder_params, images)
-    loss.block_until_ready()
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+  compile_s, median = result["compile_s"], result["median_s"]
   print(f"config={args.config} layer={config.layer} input={size}"
         f" batch={config.batch_size} devices={jax.device_count()}"
         f" backend={jax.default_backend()}")
   print(f"compile+first step: {compile_s:.1f} s; step median {median * 1e3:.1f}"
-        f" ms (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f},"
-        f" n={len(times)})")
+        f" ms (min {result['min_s'] * 1e3:.1f}, max"
+        f" {result['max_s'] * 1e3:.1f}, n={result['steps']})")
   print(f"train-step throughput: {config.batch_size / median:.1f} images/s")
 
 

@@ -35,26 +35,19 @@ Encoder weights are random: speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import time
+
+import step_timer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
 
-def load_config(spec: str):
-  """'configs/fc6.py:demo' -> the config, as --config= would load it."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 # ------------------------------------------------------------------ worker
@@ -63,45 +56,18 @@ def load_config(spec: str):
 def worker(num_devices: int, args) -> dict:
   """Times the train step on this process's `num_devices` CPU devices."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from inverter import train  # pylint: disable=g-import-not-at-top
 
   if jax.device_count() != num_devices:
     raise RuntimeError(
         f"Asked for {num_devices} devices but JAX sees {jax.device_count()}"
         f" ({jax.default_backend()});"
         f" XLA_FLAGS={os.environ.get('XLA_FLAGS')!r}")
-  config = load_config(args.config)
-  config.encoder.weights = "random"
+  config = step_timer.load_config(args.config)
   config.batch_size = num_devices * args.per_device_batch
-  exp = train.setup(config)
-  state = train.create_train_state(exp, seed=0)
-  step = train.make_train_step(exp)
-  size = config.encoder.input_size
-  images = train.global_batch(exp, np.random.default_rng(0).normal(
-      0, 60, (config.batch_size, size, size, 3)).astype(np.float32))
-
-  start = time.perf_counter()
-  state, loss = step(state, exp.encoder_params, images)
-  loss.block_until_ready()
-  compile_s = time.perf_counter() - start
-  for _ in range(args.warmup):
-    state, loss = step(state, exp.encoder_params, images)
-  loss.block_until_ready()
-  times = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    state, loss = step(state, exp.encoder_params, images)
-    loss.block_until_ready()
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
-  return dict(devices=num_devices, global_batch=config.batch_size,
-              per_device_batch=args.per_device_batch, layer=config.layer,
-              input_size=size, compile_s=round(compile_s, 2),
-              median_s=median, min_s=min(times), max_s=max(times),
-              steps=len(times), images_per_s=config.batch_size / median,
-              loss=float(loss), backend=jax.default_backend())
+  result = step_timer.time_train_step(config, args.steps, args.warmup)
+  return dict(result, devices=num_devices, global_batch=config.batch_size,
+              per_device_batch=args.per_device_batch,
+              compile_s=round(result["compile_s"], 2))
 
 
 # ------------------------------------------------------------------ parent

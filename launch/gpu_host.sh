@@ -12,6 +12,8 @@ set -euo pipefail
 readonly PROG="${0##*/}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
+# shellcheck source=launch/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF
@@ -47,42 +49,7 @@ when no --venv is given (default: python3).
 EOF
 }
 
-usage_error() {
-  echo "$PROG: $*" >&2
-  echo "Run '$PROG --help' for the usage." >&2
-  exit 2
-}
-
-# Prints one word quoted for a POSIX shell; plain words stay as they are.
-shquote() {
-  local word="$1"
-  local plain='^[A-Za-z0-9_./:=@%+,-]+$'
-  if [[ "$word" =~ $plain ]]; then
-    printf '%s' "$word"
-  else
-    printf "'%s'" "${word//\'/\'\\\'\'}"
-  fi
-}
-
-# Prints a command line: its words quoted and joined by spaces.
-shjoin() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(shquote "$word")"
-  done
-  printf '%s\n' "$out"
-}
-
 DRY_RUN=0
-
-# Runs a command, or prints it under --dry-run.
-run_cmd() {
-  if ((DRY_RUN)); then
-    shjoin "$@"
-  else
-    "$@"
-  fi
-}
 
 # Options parsed by parse_args.
 VENV="" CONFIG="" WORKDIR="" DATA_DIR="" LOG_DIR="$HOME/inverter_logs"
@@ -130,11 +97,6 @@ parse_args() {
     esac
     shift
   done
-}
-
-require() {
-  local flag="$1" value="$2"
-  [[ -n "$value" ]] || usage_error "missing required option $flag"
 }
 
 # The interpreter to use: the venv's, $PYTHON, or python3.

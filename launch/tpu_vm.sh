@@ -13,6 +13,8 @@ readonly PROG="${0##*/}"
 readonly REMOTE_REPO_DIR="inverter"
 readonly REMOTE_LOG_DIR="inverter_logs"
 GCLOUD="${GCLOUD:-gcloud}"
+# shellcheck source=launch/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF
@@ -61,42 +63,7 @@ die() {
   exit 1
 }
 
-usage_error() {
-  echo "$PROG: $*" >&2
-  echo "Run '$PROG --help' for the usage." >&2
-  exit 2
-}
-
-# Prints one word quoted for a POSIX shell; plain words stay as they are.
-shquote() {
-  local word="$1"
-  local plain='^[A-Za-z0-9_./:=@%+,-]+$'
-  if [[ "$word" =~ $plain ]]; then
-    printf '%s' "$word"
-  else
-    printf "'%s'" "${word//\'/\'\\\'\'}"
-  fi
-}
-
-# Prints a command line: its words quoted and joined by spaces.
-shjoin() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(shquote "$word")"
-  done
-  printf '%s\n' "$out"
-}
-
 DRY_RUN=0
-
-# Runs a command, or prints it under --dry-run.
-run_cmd() {
-  if ((DRY_RUN)); then
-    shjoin "$@"
-  else
-    "$@"
-  fi
-}
 
 require_gcloud() {
   ((DRY_RUN)) && return 0
@@ -169,11 +136,6 @@ parse_args() {
   done
   [[ -n "$NAME" ]] || usage_error "missing the TPU NAME argument"
   require --zone "$ZONE"
-}
-
-require() {
-  local flag="$1" value="$2"
-  [[ -n "$value" ]] || usage_error "missing required option $flag"
 }
 
 # Joins shell statements with '; ' into one line (the remote --command).

@@ -17,3 +17,13 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Config files live outside the package; make `configs` importable.
 sys.path.insert(0, str(REPO_ROOT))
+
+
+def write_random_photos(root, count: int, seed: int) -> None:
+  """`count` noise JPEGs of 40x48 pixels in `root` (a small image folder)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  for i in range(count):
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(
+        pathlib.Path(root) / f"photo{i:02d}.jpg")

@@ -17,9 +17,8 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_random_photos
 
 STEPS = 30
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
@@ -90,10 +89,7 @@ def completed_steps(workdir: pathlib.Path) -> list[int]:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> pathlib.Path:
   root = tmp_path_factory.mktemp("photos")
-  rng = np.random.default_rng(0)
-  for i in range(22):
-    Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(
-        root / f"photo{i:02d}.jpg")
+  write_random_photos(root, 22, seed=0)
   (root / "photo99.jpg").write_bytes(b"not a jpeg")
   return root
 

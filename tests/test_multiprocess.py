@@ -17,9 +17,8 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_random_photos
 
 FIRST, TOTAL = 6, 8
 
@@ -65,10 +64,7 @@ def losses(workdir: pathlib.Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> pathlib.Path:
   root = tmp_path_factory.mktemp("photos")
-  rng = np.random.default_rng(1)
-  for i in range(20):
-    Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(
-        root / f"photo{i:02d}.jpg")
+  write_random_photos(root, 20, seed=1)
   return root
 
 
