@@ -10,6 +10,8 @@ the same run.
 
 import os
 import pathlib
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -100,3 +102,31 @@ def test_two_processes_train_like_one_and_their_checkpoint_continues_in_one(
   np.testing.assert_allclose([got[s] for s in range(FIRST + 1, TOTAL + 1)],
                              [expected[s] for s in range(FIRST + 1, TOTAL + 1)],
                              rtol=1e-4)
+
+
+def test_sigterm_on_one_host_stops_every_host_at_the_same_saved_step(
+    photos, tmp_path):
+  """JAX's preemption notifier: the host that gets SIGTERM tells the others;
+  all save the same step (state and input position) and exit with 143."""
+  workdir = tmp_path / "preempted"
+  port = free_port()
+  procs = [subprocess.Popen(
+      command(photos, workdir, 2000, f"--coordinator_address=localhost:{port}",
+              "--num_processes=2", f"--process_id={i}"),
+      cwd=REPO_ROOT, env=env(4), stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  seen = []
+  for line in procs[0].stderr:
+    seen.append(line)
+    if "step 20/2000" in line:
+      break
+  procs[1].send_signal(signal.SIGTERM)
+  errors = ["".join(seen) + procs[0].communicate(timeout=300)[1],
+            procs[1].communicate(timeout=300)[1]]
+  assert [p.returncode for p in procs] == [143, 143], errors[0][-3000:]
+  stops = [re.search(r"Stopped by SIGTERM after step (\d+)", e) for e in errors]
+  assert all(stops), errors[0][-2000:]
+  step = int(stops[0].group(1))
+  assert int(stops[1].group(1)) == step and 20 <= step < 2000
+  assert (workdir / "checkpoints" / str(step) / "state").is_dir()
+  assert (workdir / "checkpoints" / str(step) / "data").is_dir()
