@@ -262,6 +262,16 @@ def _eval_subset(items: Sequence[_T],
   n = data.eval_num_images
   return list(items) if n < 0 else list(items[:n])
 
+def _spread_eval_subset(items: Sequence[_T],
+                        data: ml_collections.ConfigDict) -> list[_T]:
+  """``eval_num_images`` items evenly spaced over the sorted list (all when
+  it is < 0): in the ImageFolder layout the first N files would all belong
+  to the first class folders, a spread sample covers every class."""
+  n, total = data.eval_num_images, len(items)
+  if n < 0 or n >= total:
+    return list(items)
+  return [items[i * total // n] for i in range(n)]
+
 
 # --------------------------------------------------------------------------
 # Source: TFDS.
@@ -746,8 +756,9 @@ def _folder_eval_images(data: ml_collections.ConfigDict, *, process_index: int,
                         process_count: int,
                         with_labels: bool = False) -> tf.data.Dataset:
   """Decoded eval images of this process's share, in sorted file order."""
-  files = _process_share(_eval_subset(_folder_files(data, "eval"), data),
-                         process_index, process_count)
+  files = _process_share(
+      _spread_eval_subset(_folder_files(data, "eval"), data), process_index,
+      process_count)
   labels = _folder_labels(data, "eval", files) if with_labels else None
   return _decode_files(_paths_dataset(files, labels), data)
 
@@ -1086,7 +1097,7 @@ def eval_num_examples(data: ml_collections.ConfigDict) -> int:
   if kind == "tfds":
     return _tfds_eval_num_examples(data)
   if kind == "folder":
-    return len(_eval_subset(_folder_files(data, "eval"), data))
+    return len(_spread_eval_subset(_folder_files(data, "eval"), data))
   return len(_builtin_eval_setup(data)[1])
 
 

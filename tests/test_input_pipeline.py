@@ -643,3 +643,17 @@ def test_tfds_shares_continue_exactly_per_process(tiny_tfds_dir):
                      start=int(full[1][ip.POSITION][-1]) + 1)
     for expected, got in zip(full[2:], resumed):
       np.testing.assert_array_equal(got["image"], expected["image"])
+
+
+def test_a_capped_folder_eval_split_samples_every_class(tmp_path):
+  """ImageFolder layout sorts by class: the first 4 files would all be of
+  class a; a capped eval split spreads over the sorted list instead."""
+  for cls, colour in zip("abcd", distinct_colours(4)):
+    for i in range(5):
+      save(f"{tmp_path}/validation/{cls}/{i}.png", solid(colour))
+      save(f"{tmp_path}/train/{cls}/{i}.png", solid(colour))
+  data = make_config(source=f"folder:{tmp_path}", eval_num_images=4)
+  ids = identify(centre_colours(ip.eval_iterator(data, local_batch_size=4),
+                                data), distinct_colours(4))
+  assert sorted(ids) == [0, 1, 2, 3]
+  assert ip.eval_num_examples(data) == 4
