@@ -62,7 +62,7 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
   font = figures._font()  # pylint: disable=protected-access
   legend_width = 10 + max(figures._text_size(font, n)[0]  # pylint: disable=protected-access
                           for n in points) + 30
-  left, right, top, bottom = 60, legend_width + 20, 34, 50
+  left, right, top, bottom = 60, legend_width + 20, 44, 50
   plot_w, plot_h = width - left - right, height - top - bottom
   image = Image.new("RGB", (width, height), "white")
   draw = ImageDraw.Draw(image)
@@ -96,8 +96,8 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     lx = left + plot_w + 14
     draw.line([(lx, ly + 6), (lx + 18, ly + 6)], fill=colour, width=3)
     draw.text((lx + 24, ly), name, fill="black", font=font)
-  draw.text((left, 10), title, fill="black", font=font)
+  draw.text((left, 6), title, fill="black", font=font)
   draw.text((left + plot_w / 2 - figures._text_size(font, x_label)[0] / 2,  # pylint: disable=protected-access
              height - 20), x_label, fill="black", font=font)
-  draw.text((6, top - 18), y_label, fill="black", font=font)
+  draw.text((6, top - 17), y_label, fill="black", font=font)
   return np.asarray(image)

@@ -123,9 +123,12 @@ def write_run(workdir: pathlib.Path, errors: dict[int, float]) -> None:
 
 def test_report_tables_curves_and_stage_times(tmp_path):
   root, publish = tmp_path / "root", tmp_path / "publish"
-  write_run(root / "inverters" / "conv1", {500: 0.5, 1000: 0.3})
-  write_run(root / "inverters" / "fc6", {500: 0.8, 1000: 0.7})
-  write_run(root / "random_encoder" / "fc6", {500: 0.9, 1000: 0.85})
+  last = cifar10._num_train_steps("fc6")
+  write_run(root / "inverters" / "conv1", {500: 0.5, last: 0.3})
+  write_run(root / "inverters" / "fc6", {500: 0.8, last: 0.7})
+  write_run(root / "random_encoder" / "fc6", {500: 0.9, last: 0.85})
+  # A run still training (intermediate evaluation) is left out.
+  write_run(root / "autoencoders" / "fc6", {500: 0.4})
   (root / "stages.json").write_text(json.dumps({"inverter_conv1": dict(
       command="python -m inverter.main ...", seconds=90.0,
       finished="2026-11-27T00:00:00+00:00", commit="abc123")}))
@@ -139,7 +142,7 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   assert (publish / "main.csv").read_text().splitlines()[1].startswith(
       "conv1,0.3")
   assert cifar10_report.eval_curve(root / "inverters" / "fc6") == (
-      [500, 1000], [pytest.approx(0.8), pytest.approx(0.7)])
+      [500, last], [pytest.approx(0.8), pytest.approx(0.7)])
   assert (publish / "curves.png").stat().st_size > 0
   assert "inverter_conv1 | 1.5 min | abc123" in (
       publish / "stages.md").read_text()

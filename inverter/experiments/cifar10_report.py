@@ -40,9 +40,15 @@ COLUMNS = {"inverter": "fixed trained encoder",
 ROWS = (*cifar10.LAYERS, "fc8_top5")
 
 
-def _metrics(workdir: pathlib.Path) -> dict[str, Any] | None:
+def _metrics(workdir: pathlib.Path, layer: str) -> dict[str, Any] | None:
+  """The final evaluation of a finished run (None while it still trains:
+  its metrics.json then holds an intermediate evaluation)."""
   path = workdir / "eval" / "metrics.json"
-  return json.loads(path.read_text()) if path.exists() else None
+  if not path.exists():
+    return None
+  metrics = json.loads(path.read_text())
+  steps = cifar10._num_train_steps("fc8" if layer == "fc8_top5" else layer)  # pylint: disable=protected-access
+  return metrics if metrics["step"] >= steps else None
 
 
 def eval_curve(workdir: pathlib.Path,
@@ -65,7 +71,7 @@ def main_table(root: pathlib.Path) -> tuple[list[str], list[list[Any]]]:
   for layer in ROWS:
     row: list[Any] = [layer]
     for kind in COLUMNS:
-      metrics = _metrics(root / cifar10.KINDS[kind] / layer)
+      metrics = _metrics(root / cifar10.KINDS[kind] / layer, layer)
       row.append(None if metrics is None
                  else round(metrics["normalized_error"], 4))
     if any(v is not None for v in row[1:]):
