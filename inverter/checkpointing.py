@@ -85,3 +85,16 @@ def restore(manager_: ocp.CheckpointManager, step: int,
       STATE: ocp.args.StandardRestore(abstract),
       DATA: ocp.args.JsonRestore()}))
   return restored[STATE], restored[DATA]
+
+
+def restore_latest(workdir: str | epath.Path, target: Any) -> Any | None:
+  """The newest train state in `workdir` (shaped and placed like `target`),
+  or None if it has no checkpoint; reads only."""
+  manager_ = reader(workdir)
+  try:
+    step = manager_.latest_step()
+    if step is None:
+      return None
+    return restore(manager_, step, target)[0]
+  finally:
+    manager_.close()

@@ -500,15 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 def restore_latest(clf: Classifier, workdir: str) -> TrainState | None:
   """The newest checkpointed train state in `workdir`, or None if none."""
-  manager = checkpointing.reader(workdir)
-  try:
-    step = manager.latest_step()
-    if step is None:
-      return None
-    state, _ = checkpointing.restore(manager, step, create_train_state(clf))
-    return state
-  finally:
-    manager.close()
+  return checkpointing.restore_latest(workdir, create_train_state(clf))
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -285,16 +285,8 @@ def evaluate_state(exp: Experiment, params: Any, step: int,
 
 def restore_latest(exp: Experiment, workdir: str) -> TrainState | None:
   """The newest checkpointed train state in `workdir`, or None if none."""
-  manager = checkpointing.reader(workdir)
-  try:
-    step = manager.latest_step()
-    if step is None:
-      return None
-    state, _ = checkpointing.restore(
-        manager, step, create_train_state(exp, exp.config.seed))
-    return state
-  finally:
-    manager.close()
+  return checkpointing.restore_latest(
+      workdir, create_train_state(exp, exp.config.seed))
 
 
 def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
