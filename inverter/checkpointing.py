@@ -98,3 +98,13 @@ def restore_latest(workdir: str | epath.Path, target: Any) -> Any | None:
     return restore(manager_, step, target)[0]
   finally:
     manager_.close()
+
+
+def require_latest(workdir: str | epath.Path, target: Any) -> Any:
+  """`restore_latest` for evaluation, which has nothing to do without one."""
+  state = restore_latest(workdir, target)
+  if state is None:
+    raise FileNotFoundError(
+        f"No checkpoint in {directory(workdir)} to evaluate; train first"
+        " with --mode=train (the default).")
+  return state

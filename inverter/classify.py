@@ -498,22 +498,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return metrics
 
 
-def restore_latest(clf: Classifier, workdir: str) -> TrainState | None:
-  """The newest checkpointed train state in `workdir`, or None if none."""
-  return checkpointing.restore_latest(workdir, create_train_state(clf))
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Evaluates the latest checkpoint in `workdir` and exports its encoder."""
   workdir = epath.Path(workdir)
   check(config)
   train.check_workdir(config, workdir, identity(config))
   clf = setup(config)
-  state = restore_latest(clf, workdir)
-  if state is None:
-    raise FileNotFoundError(
-        f"No checkpoint in {workdir / 'checkpoints'} to evaluate; train first"
-        " with --mode=train (the default).")
+  state = checkpointing.require_latest(workdir, create_train_state(clf))
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   metrics = evaluate_state(clf, state.params, int(state.step), workdir, writer)

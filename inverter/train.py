@@ -403,11 +403,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   preflight.check(config)
   check_workdir(config, workdir)
   exp = setup(config)
-  state = restore_latest(exp, workdir)
-  if state is None:
-    raise FileNotFoundError(
-        f"No checkpoint in {workdir / 'checkpoints'} to evaluate; train first"
-        " with --mode=train (the default).")
+  state = checkpointing.require_latest(workdir, create_train_state(exp, config.seed))
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   metrics = evaluate_state(exp, state.params, int(state.step), workdir, writer)
