@@ -3,8 +3,10 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -77,6 +79,78 @@ def test_run_skips_done_stages_records_times_and_stops_at_a_failure(tmp_path):
   record = json.loads((tmp_path / "stages.json").read_text())
   assert list(record) == ["make"] and record["make"]["seconds"] >= 0
   assert record["make"]["command"].startswith("python -c")
+
+
+def test_a_stage_s_time_adds_up_over_its_attempts(tmp_path):
+  # The first attempt fails after 0.4 s, the second succeeds after 0.3 s.
+  tried, done = tmp_path / "tried", tmp_path / "done"
+  script = (f"import os, time; first = not os.path.exists({str(tried)!r})\n"
+            f"open({str(tried)!r}, 'a').close()\n"
+            "time.sleep(0.4 if first else 0.3)\n"
+            f"if not first: open({str(done)!r}, 'w').close()\n"
+            "raise SystemExit(1 if first else 0)\n")
+  stage = stages.Stage("twice", (stages.PYTHON, "-c", script),
+                       done=done.exists)
+  with pytest.raises(stages.StageFailed, match="exit 1"):
+    stages.run([stage], tmp_path, echo=lambda _: None)
+  partial = json.loads((tmp_path / "logs" / "twice.seconds").read_text())
+  assert partial["attempts"] == 1 and partial["seconds"] >= 0.4
+  lines = []
+  stages.run([stage], tmp_path, echo=lines.append)
+  assert "attempt 2" in lines[0]
+  record = json.loads((tmp_path / "stages.json").read_text())["twice"]
+  assert record["attempts"] == 2 and record["seconds"] >= 0.7
+  assert not (tmp_path / "logs" / "twice.seconds").exists()
+
+
+def test_a_running_stage_s_time_is_on_disk_before_it_ends(tmp_path,
+                                                         monkeypatch):
+  # So a driver killed outright loses at most one heartbeat of time: the
+  # stage below exits 0 only once it sees 0.3 s of its own time written down.
+  monkeypatch.setattr(stages, "HEARTBEAT_SECONDS", 0.05)
+  seconds = tmp_path / "waits.seconds"
+  script = ("import json, os, sys, time; deadline = time.time() + 10\n"
+            "def so_far():\n"
+            f"  try: return json.load(open({str(seconds)!r}))['seconds']\n"
+            "  except (OSError, ValueError): return 0\n"
+            "while so_far() < 0.3:\n"
+            "  time.sleep(0.02)\n"
+            "  if time.time() > deadline: sys.exit(9)\n")
+  # pylint: disable=protected-access
+  code = stages._call([sys.executable, "-c", script], tmp_path / "waits.log",
+                      stages._Stopwatch(seconds))
+  assert code == 0
+  assert json.loads(seconds.read_text())["attempts"] == 1
+
+
+def test_a_terminated_driver_stops_its_stage_and_keeps_its_time(tmp_path):
+  # The stage stands for a trainer: on SIGTERM it "saves" and exits 143.
+  saved = tmp_path / "saved"
+  trainer = ("import signal, sys, time\n"
+             "def stop(*_):\n"
+             f"  open({str(saved)!r}, 'w').close(); sys.exit(143)\n"
+             "signal.signal(signal.SIGTERM, stop)\n"
+             "time.sleep(0.3); print('training', flush=True)\n"
+             "time.sleep(60)\n")
+  driver = ("import pathlib, signal, sys\n"
+            "from inverter.experiments import stages\n"
+            "signal.signal(signal.SIGTERM, lambda n, _: sys.exit(128 + n))\n"
+            f"stage = stages.Stage('train', (stages.PYTHON, '-c', {trainer!r}),"
+            " done=lambda: False)\n"
+            f"stages.run([stage], pathlib.Path({str(tmp_path)!r}))\n")
+  proc = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO_ROOT,
+                          stdout=subprocess.DEVNULL)
+  log = tmp_path / "logs" / "train.log"
+  deadline = time.monotonic() + 60
+  while not (log.exists() and "training" in log.read_text()):
+    assert time.monotonic() < deadline and proc.poll() is None
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=30) == 143
+  assert saved.exists()  # The stage was told to stop, and did.
+  partial = json.loads((tmp_path / "logs" / "train.seconds").read_text())
+  assert partial == {"seconds": partial["seconds"], "attempts": 1}
+  assert partial["seconds"] >= 0.3
 
 
 def test_dry_run_runs_nothing(tmp_path):

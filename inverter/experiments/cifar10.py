@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import sys
 
 from absl import app, flags
@@ -150,6 +151,9 @@ def main(argv):
                      FLAGS.source, FLAGS.data_dir,
                      pathlib.Path(FLAGS.publish).resolve(),
                      FLAGS.analysis_images)
+  # On SIGTERM, as on Ctrl-C, the running stage is told to save and stop,
+  # and its time so far is kept (see stages.run).
+  signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
   try:
     chosen = stages_lib.select(all_stages, FLAGS.stages)
     stages_lib.run(chosen, pathlib.Path(FLAGS.root).expanduser().resolve(),

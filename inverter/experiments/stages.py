@@ -5,6 +5,10 @@ lines a user would type), logging each to ROOT/logs/<stage>.log, skipping
 the ones already done, and recording every finished stage's command, wall
 time and git commit in ROOT/stages.json. An interrupted stage is simply run
 again: the trainers resume exactly from their last checkpoint.
+
+A stage's recorded wall time is that of all its attempts: while it runs, the
+time spent so far is kept in ROOT/logs/<stage>.seconds (updated every
+`HEARTBEAT_SECONDS`), so even a killed driver loses at most that much.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from typing import Callable, Sequence
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
+
+# How often a running stage's time so far is written down.
+HEARTBEAT_SECONDS = 30.0
 
 # A stage command's first word that means "this Python" (shown as typed).
 PYTHON = "python"
@@ -73,15 +80,65 @@ def git_commit() -> str:
     return "unknown"
 
 
-def _record(root: pathlib.Path, stage: Stage, seconds: float) -> None:
+def _record(root: pathlib.Path, stage: Stage, seconds: float, commit: str,
+            attempts: int) -> None:
   path = root / "stages.json"
   records = json.loads(path.read_text()) if path.exists() else {}
   records[stage.name] = dict(
       command=stage.shell(), seconds=round(seconds, 1),
       finished=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
-      commit=git_commit())
+      commit=commit, attempts=attempts)
   path.write_text(json.dumps(records, indent=2))
+
+
+class _Stopwatch:
+  """A stage's wall time over all its attempts, kept in a small file.
+
+  The file holds the seconds and attempts of the earlier attempts plus the
+  current one so far; it is rewritten atomically at every `tick`.
+  """
+
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    self.earlier = float(earlier.get("seconds", 0.0))
+    self.attempts = int(earlier.get("attempts", 0)) + 1
+    self.start = time.monotonic()
+
+  @property
+  def this_attempt(self) -> float:
+    return time.monotonic() - self.start
+
+  @property
+  def total(self) -> float:
+    return self.earlier + self.this_attempt
+
+  def tick(self) -> None:
+    partial = self.path.with_suffix(".tmp")
+    partial.write_text(json.dumps(
+        dict(seconds=round(self.total, 1), attempts=self.attempts)))
+    partial.replace(self.path)
+
+
+def _call(argv: list[str], log: pathlib.Path, stopwatch: _Stopwatch) -> int:
+  """Runs argv with its output appended to log; returns its exit code."""
+  with log.open("a") as out:
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out,
+                            stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+      while True:
+        stopwatch.tick()
+        try:
+          return proc.wait(timeout=HEARTBEAT_SECONDS)
+        except subprocess.TimeoutExpired:
+          continue
+    finally:
+      stopwatch.tick()
+      if proc.poll() is None:  # The driver itself was interrupted.
+        proc.terminate()  # The trainer saves its step and exits.
+        proc.wait()
 
 
 def run(stages: Sequence[Stage], root: pathlib.Path, *, dry_run: bool = False,
@@ -99,20 +156,22 @@ def run(stages: Sequence[Stage], root: pathlib.Path, *, dry_run: bool = False,
       continue
     log = root / "logs" / f"{stage.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    echo(f"{head}: running (log {log})\n  {stage.shell()}")
-    start = time.monotonic()
-    with log.open("a") as out:
-      argv = list(stage.command)
-      if argv[0] == PYTHON:
-        argv[0] = sys.executable
-      code = subprocess.call(argv, cwd=REPO_ROOT, stdout=out,
-                             stderr=subprocess.STDOUT,
-                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    seconds = time.monotonic() - start
+    stopwatch = _Stopwatch(log.with_suffix(".seconds"))
+    resumed = (f", attempt {stopwatch.attempts} after"
+               f" {stopwatch.earlier / 60:.1f} min before"
+               if stopwatch.attempts > 1 else "")
+    echo(f"{head}: running (log {log}{resumed})\n  {stage.shell()}")
+    commit = git_commit()  # The code as the stage starts.
+    argv = list(stage.command)
+    if argv[0] == PYTHON:
+      argv[0] = sys.executable
+    code = _call(argv, log, stopwatch)
     if code != 0 or not stage.done():
       raise StageFailed(
-          f"Stage {stage.name} failed (exit {code}) after {seconds:.0f} s;"
-          f" see {log}. Rerun to retry it: finished stages are skipped and"
-          " an interrupted training resumes from its last checkpoint.")
-    _record(root, stage, seconds)
-    echo(f"{head}: finished in {seconds / 60:.1f} min")
+          f"Stage {stage.name} failed (exit {code}) after"
+          f" {stopwatch.this_attempt:.0f} s; see {log}. Rerun to retry it:"
+          " finished stages are skipped and an interrupted training resumes"
+          " from its last checkpoint.")
+    _record(root, stage, stopwatch.total, commit, stopwatch.attempts)
+    stopwatch.path.unlink()
+    echo(f"{head}: finished in {stopwatch.total / 60:.1f} min")
