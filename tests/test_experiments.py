@@ -203,9 +203,14 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   write_run(root / "random_encoder" / "fc6", {500: 0.9, last: 0.85})
   # A run still training (intermediate evaluation) is left out.
   write_run(root / "autoencoders" / "fc6", {500: 0.4})
-  (root / "stages.json").write_text(json.dumps({"inverter_conv1": dict(
-      command="python -m inverter.main ...", seconds=90.0,
-      finished="2026-11-27T00:00:00+00:00", commit="abc123")}))
+  (root / "stages.json").write_text(json.dumps({
+      "inverter_conv1": dict(
+          command="python -m inverter.main ...", seconds=90.0,
+          finished="2026-11-27T00:00:00+00:00", commit="abc123"),
+      "inverter_fc6": dict(
+          command="python -m inverter.main ...", seconds=30.0, attempts=2,
+          finished="2026-11-27T00:00:00+00:00", commit="def456",
+          note="the first sitting was cut short")}))
   cifar10_report.write(root, publish)
   header, rows = cifar10_report.main_table(root)
   assert [r[0] for r in rows] == ["conv1", "fc6"]
@@ -218,8 +223,11 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   assert cifar10_report.eval_curve(root / "inverters" / "fc6") == (
       [500, last], [pytest.approx(0.8), pytest.approx(0.7)])
   assert (publish / "curves.png").stat().st_size > 0
-  assert "inverter_conv1 | 1.5 min | abc123" in (
-      publish / "stages.md").read_text()
+  times = (publish / "stages.md").read_text()
+  assert "Wall time on this machine: 0.03 h over 2 stages." in times
+  assert "| inverter_conv1 | 1.5 min | 1 | abc123 |" in times
+  assert "| inverter_fc6 | 0.5 min | 2 | def456 |" in times
+  assert "- inverter_fc6: the first sitting was cut short" in times
 
 
 def test_nice_ticks_are_round_and_cover_the_range():

@@ -116,11 +116,18 @@ def _stages_md(root: pathlib.Path) -> str:
   records = json.loads(path.read_text()) if path.exists() else {}
   total = sum(r["seconds"] for r in records.values())
   lines = [f"Wall time on this machine: {total / 3600:.2f} h over"
-           f" {len(records)} stages.\n",
-           "| stage | wall time | git commit | command |", "|---|---|---|---|"]
+           f" {len(records)} stages. A stage run in several sittings (it"
+           " resumes from its last checkpoint) counts all of them.\n",
+           "| stage | wall time | sittings | git commit | command |",
+           "|---|---|---|---|---|"]
   for name, r in records.items():
     lines.append(f"| {name} | {r['seconds'] / 60:.1f} min |"
-                 f" {r['commit'][:12]} | `{r['command']}` |")
+                 f" {r.get('attempts', 1)} | {r['commit'][:12]} |"
+                 f" `{r['command']}` |")
+  notes = [f"- {name}: {r['note']}" for name, r in records.items()
+           if r.get("note")]
+  if notes:
+    lines += ["", "Notes:", *notes]
   return "\n".join(lines) + "\n"
 
 
