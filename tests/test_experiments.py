@@ -49,6 +49,7 @@ def test_stage_commands_are_the_published_command_lines(tmp_path):
   assert ",encoder=" not in by_name["scratch_fc6"].shell()
   assert "train_encoder" not in by_name["random_fc6"].shell()
   assert "--config.num_images=100" in by_name["analysis_topk"].command
+  assert by_name["report"].done is None  # Rebuilt at every run.
 
 
 def test_a_stage_is_done_when_its_run_reached_the_last_step(tmp_path):
@@ -79,6 +80,22 @@ def test_run_skips_done_stages_records_times_and_stops_at_a_failure(tmp_path):
   record = json.loads((tmp_path / "stages.json").read_text())
   assert list(record) == ["make"] and record["make"]["seconds"] >= 0
   assert record["make"]["command"].startswith("python -c")
+
+
+def test_a_stage_without_a_done_check_runs_every_time_and_succeeds(tmp_path):
+  # Like the report: rebuilt from what exists at every run.
+  count = tmp_path / "count"
+  stage = stages.Stage(
+      "report", (stages.PYTHON, "-c", f"open({str(count)!r}, 'a').write('x')"),
+      done=None)
+  for _ in range(2):
+    stages.run([stage], tmp_path, echo=lambda _: None)
+  assert count.read_text() == "xx"
+  assert "report" in json.loads((tmp_path / "stages.json").read_text())
+  broken = stages.Stage("report", (stages.PYTHON, "-c", "raise SystemExit(4)"),
+                        done=None)
+  with pytest.raises(stages.StageFailed, match="exit 4"):
+    stages.run([broken], tmp_path, echo=lambda _: None)
 
 
 def test_a_stage_s_time_adds_up_over_its_attempts(tmp_path):

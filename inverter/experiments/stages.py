@@ -40,8 +40,10 @@ class Stage:
   name: str
   # The command line as a user types it; PYTHON runs as sys.executable.
   command: tuple[str, ...]
-  # Whether the stage's outputs are complete.
-  done: Callable[[], bool]
+  # Whether the stage's outputs are complete; None for a stage that runs
+  # every time (e.g. a report rebuilt from what exists), judged by its exit
+  # code alone.
+  done: Callable[[], bool] | None
   description: str = ""
 
   def shell(self) -> str:
@@ -148,7 +150,7 @@ def run(stages: Sequence[Stage], root: pathlib.Path, *, dry_run: bool = False,
   root.mkdir(parents=True, exist_ok=True)
   for i, stage in enumerate(stages, 1):
     head = f"[{i}/{len(stages)}] {stage.name}"
-    if stage.done():
+    if stage.done is not None and stage.done():
       echo(f"{head}: done, skipped")
       continue
     if dry_run:
@@ -166,7 +168,7 @@ def run(stages: Sequence[Stage], root: pathlib.Path, *, dry_run: bool = False,
     if argv[0] == PYTHON:
       argv[0] = sys.executable
     code = _call(argv, log, stopwatch)
-    if code != 0 or not stage.done():
+    if code != 0 or (stage.done is not None and not stage.done()):
       raise StageFailed(
           f"Stage {stage.name} failed (exit {code}) after"
           f" {stopwatch.this_attempt:.0f} s; see {log}. Rerun to retry it:"
