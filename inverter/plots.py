@@ -50,7 +50,12 @@ def _label(value: float) -> str:
 def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                *, title: str = "", x_label: str = "", y_label: str = "",
                width: int = 760, height: int = 440) -> np.ndarray:
-  """Draws every (x, y) series as a polyline with markers; uint8 [H, W, 3]."""
+  """Draws every (x, y) series as a polyline with markers; uint8 [H, W, 3].
+
+  A series' colour is fixed by its place in `series`, so an empty series is
+  left out without changing the others' colours (charts drawn side by side
+  then agree).
+  """
   points = {name: (np.asarray(x, float), np.asarray(y, float))
             for name, (x, y) in series.items() if len(x)}
   if not points:
@@ -85,8 +90,9 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     draw.text((px - figures._text_size(font, text)[0] / 2, top + plot_h + 6),  # pylint: disable=protected-access
               text, fill="black", font=font)
   draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+  places = {name: i for i, name in enumerate(series)}
   for i, (name, (x, y)) in enumerate(points.items()):
-    colour = COLOURS[i % len(COLOURS)]
+    colour = COLOURS[places[name] % len(COLOURS)]
     pixels = [to_px(a, b) for a, b in zip(x, y)]
     if len(pixels) > 1:
       draw.line(pixels, fill=colour, width=2)

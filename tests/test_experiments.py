@@ -247,6 +247,27 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   assert "- inverter_fc6: the first sitting was cut short" in times
 
 
+def test_an_empty_series_keeps_the_other_series_colours():
+  chart = plots.line_chart({"a": ([], []), "b": ([0, 1], [0, 1])})
+  assert np.all(chart == plots.COLOURS[1], axis=-1).sum() > 50
+  assert not np.all(chart == plots.COLOURS[0], axis=-1).any()
+
+
+def test_baseline_curves_have_a_panel_per_layer(tmp_path):
+  last = cifar10._num_train_steps("fc6")
+  write_run(tmp_path / "inverters" / "fc6", {500: 0.8, last: 0.7})
+  write_run(tmp_path / "random_encoder" / "fc6", {500: 0.9, last: 0.85})
+  one = cifar10_report.baseline_curves(tmp_path)
+  write_run(tmp_path / "scratch" / "conv2", {500: 0.3, last: 0.2})
+  two = cifar10_report.baseline_curves(tmp_path)
+  # Panels two to a row: conv2's joins fc6's where a blank stood.
+  assert one.shape == two.shape
+  half = one.shape[1] // 2
+  assert np.all(one[:, half:] == 255) and not np.all(two[:, :half] == 255)
+  assert not np.all(one[:, :half] == 255)
+  assert cifar10_report.baseline_curves(tmp_path / "empty") is None
+
+
 def test_nice_ticks_are_round_and_cover_the_range():
   ticks = plots.nice_ticks(0.27, 0.93)
   assert ticks[0] <= 0.27 and ticks[-1] >= 0.93

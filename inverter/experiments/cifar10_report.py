@@ -25,6 +25,7 @@ import shutil
 from typing import Any
 
 from absl import app, flags
+import numpy as np
 
 from inverter import images, plots
 from inverter.experiments import cifar10
@@ -111,6 +112,28 @@ def _curves(root: pathlib.Path, kinds_layers: list[tuple[str, str]],
                           y_label="normalized error (test)")
 
 
+def baseline_curves(root: pathlib.Path):
+  """One panel per baseline layer, each with every kind of decoder, in the
+  same colour in every panel; None while no baseline has been evaluated."""
+  panels = []
+  for layer in cifar10.BASELINE_LAYERS:
+    series = {}
+    for kind, name in COLUMNS.items():
+      steps, values = eval_curve(root / cifar10.KINDS[kind] / layer)
+      # An empty series keeps the kind's colour the same in every panel.
+      series[name] = (steps, values)
+    if any(steps for steps, _ in series.values()):
+      panels.append(plots.line_chart(
+          series, title=layer, x_label="training step",
+          y_label="normalized error (test)", width=620, height=360))
+  if not panels:
+    return None
+  blank = np.full_like(panels[0], 255)
+  panels += [blank] * (len(panels) % 2)
+  return np.concatenate([np.concatenate(panels[i:i + 2], axis=1)
+                         for i in range(0, len(panels), 2)], axis=0)
+
+
 def _stages_md(root: pathlib.Path) -> str:
   path = root / "stages.json"
   records = json.loads(path.read_text()) if path.exists() else {}
@@ -147,9 +170,7 @@ def write(root: pathlib.Path, publish: pathlib.Path) -> None:
                   "Inverters of the trained encoder")
   if chart is not None:
     images.write_png(publish / "curves.png", chart)
-  chart = _curves(root, [(k, l) for k in ("autoencoder", "scratch", "random")
-                         for l in cifar10.BASELINE_LAYERS],
-                  "Baselines")
+  chart = baseline_curves(root)
   if chart is not None:
     images.write_png(publish / "curves_baselines.png", chart)
   analysis = root / "analysis"
