@@ -264,3 +264,15 @@ def test_samples_follow_the_fitted_distribution():
   relu, truncated = sample.fit_and_sample(np.maximum(fit, 0), "gaussian", 100,
                                           rng)
   assert truncated and relu.min() == 0
+
+
+def test_repeated_inverter_names_are_told_apart_by_their_workdirs():
+  labels = common.unique_labels(
+      ["conv2", "conv2", "fc6", "conv2"],
+      ["/r/inverters/conv2", "/r/autoencoders/conv2/", "/r/inverters/fc6",
+       "/r/scratch/conv2"])
+  assert labels == ["conv2@inverters", "conv2@autoencoders", "fc6",
+                    "conv2@scratch"]
+  # Workdirs named apart already need only their own name.
+  assert common.unique_labels(["fc6", "fc6"], ["/a/run1", "/a/run2"]) == [
+      "fc6@run1", "fc6@run2"]

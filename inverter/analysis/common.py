@@ -82,11 +82,31 @@ def load_inverters(config: ml_collections.ConfigDict) -> list[Inverter]:
                                     batch_size=config.batch_size)
     out.append(_RESTORED[key])
   out.sort(key=depth_key)
-  names = [inv.name for inv in out]
-  for inv in out:
-    inv.label = inv.name if names.count(inv.name) == 1 else (
-        f"{inv.name}@{os.path.basename(inv.path.rstrip('/'))}")
+  labels = unique_labels([inv.name for inv in out], [inv.path for inv in out])
+  for inv, label in zip(out, labels):
+    inv.label = label
   return out
+
+
+def unique_labels(names: Sequence[str], paths: Sequence[str]) -> list[str]:
+  """Each name, or where names repeat, name@<the fewest trailing folders of
+  its workdir that tell it apart> ('conv2@autoencoders' for
+  .../autoencoders/conv2 beside .../inverters/conv2)."""
+  parts = [[p for p in path.rstrip("/").split("/") if p] for path in paths]
+  labels = []
+  for i, name in enumerate(names):
+    group = [j for j, other in enumerate(names) if other == name]
+    if len(group) == 1:
+      labels.append(name)
+      continue
+    for k in range(1, max(len(parts[j]) for j in group) + 1):
+      if len({tuple(parts[j][-k:]) for j in group}) == len(group):
+        break
+    suffix = parts[i][-k:]
+    if len(suffix) > 1 and suffix[-1] == name:
+      suffix = suffix[:-1]  # The layer is already in the label.
+    labels.append(f"{name}@{'/'.join(suffix)}")
+  return labels
 
 
 def train_command(layer: str, transform: str = "") -> str:
