@@ -657,3 +657,25 @@ def test_a_capped_folder_eval_split_samples_every_class(tmp_path):
                                 data), distinct_colours(4))
   assert sorted(ids) == [0, 1, 2, 3]
   assert ip.eval_num_examples(data) == 4
+
+
+def test_folder_eval_batches_mix_the_classes(tmp_path):
+  """The normalized error compares images within a batch; batches of one
+  class each (sorted ImageFolder order) would bias it against TFDS's
+  shuffled splits. 4 classes x 8 images in batches of 8."""
+  colours = distinct_colours(4)
+  for cls, colour in zip("abcd", colours):
+    for i in range(8):
+      save(f"{tmp_path}/validation/{cls}/{i}.png", solid(colour))
+    save(f"{tmp_path}/train/{cls}/0.png", solid(colour))
+  data = make_config(source=f"folder:{tmp_path}")
+  batches = list(ip.eval_iterator(data, local_batch_size=8))
+  per_batch = [sorted(set(identify(centre_colours([b], data), colours)))
+               for b in batches]
+  assert len(per_batch) == 4 and all(len(ids) >= 2 for ids in per_batch)
+  # Still every image once, in an order fixed for every run.
+  ids = identify(centre_colours(batches, data), colours)
+  assert sorted(ids) == sorted(list(range(4)) * 8)
+  again = identify(centre_colours(
+      ip.eval_iterator(data, local_batch_size=8), data), colours)
+  assert again == ids
