@@ -32,9 +32,22 @@ def test_the_experiment_runs_every_stage_the_issue_lists_in_order(tmp_path):
     assert [n for n in names if n.startswith(kind + "_")] == [
         f"{kind}_{l}" for l in cifar10.BASELINE_LAYERS]
   assert [n for n in names if n.startswith("analysis_")] == [
-      f"analysis_{s}" for s in cifar10.STUDIES]
+      *(f"analysis_{s}" for s in cifar10.STUDIES), "analysis_baselines"]
   # The studies need only the inverters; the report comes last.
   assert names.index("analysis_layers") > names.index("inverter_fc8_top5")
+  assert names[-2:] == ["analysis_baselines", "report"]
+
+
+def test_the_baselines_study_compares_every_kind_at_the_baseline_layers(
+    tmp_path):
+  stage = {s.name: s for s in build(tmp_path)}["analysis_baselines"]
+  inverters = next(a for a in stage.command
+                   if a.startswith("--config.inverters="))
+  for layer in cifar10.BASELINE_LAYERS:
+    assert repr(str(tmp_path / "inverters" / layer)) in inverters
+  for kind in ("autoencoders", "scratch", "random_encoder"):
+    assert repr(str(tmp_path / kind / "*")) in inverters
+  assert "--config=configs/analysis.py:layers" in stage.command
 
 
 def test_stage_commands_are_the_published_command_lines(tmp_path):
@@ -194,22 +207,45 @@ def test_the_command_line_dry_run_lists_the_stages(tmp_path):
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "[1/7] encoder: would run" in proc.stdout
+  assert "[1/8] encoder: would run" in proc.stdout
   assert "configs/encoders/cifar10.py:source=folder:/data/cifar10" in (
       proc.stdout)
   assert not (tmp_path / "logs").exists()
 
 
-def write_run(workdir: pathlib.Path, errors: dict[int, float]) -> None:
+def write_run(workdir: pathlib.Path, errors: dict[int, float],
+              pair_distance: float = 100.0,
+              final_pair_distance: float | None = None) -> None:
+  """A finished run's metrics.json and TensorBoard evaluations: normalized
+  errors over `pair_distance`, the last one re-evaluated (metrics.json)
+  with `final_pair_distance` (default: the same)."""
   (workdir / "eval").mkdir(parents=True)
   last = max(errors)
-  (workdir / "eval" / "metrics.json").write_text(
-      json.dumps({"step": last, "normalized_error": errors[last]}))
+  final = final_pair_distance or pair_distance
+  l2 = {step: value * pair_distance for step, value in errors.items()}
+  (workdir / "eval" / "metrics.json").write_text(json.dumps(
+      {"step": last, "normalized_error": l2[last] / final,
+       "mean_l2_error": l2[last], "mean_pair_distance": final}))
   writer = tf.summary.create_file_writer(str(workdir))
   with writer.as_default():
     for step, value in errors.items():
       tf.summary.scalar("eval/normalized_error", value, step=step)
+      tf.summary.scalar("eval/mean_l2_error", l2[step], step=step)
   writer.close()
+
+
+def test_curves_use_the_final_evaluation_s_pair_distance(tmp_path):
+  # Evaluated during training against pair distance 100, re-evaluated at
+  # the end (another image order) against 125: the curve follows the mean
+  # L2 error on the final scale, and ends at the table's value.
+  last = cifar10._num_train_steps("fc6")
+  write_run(tmp_path, {500: 0.8, last: 0.6}, pair_distance=100.0,
+            final_pair_distance=125.0)
+  steps, values = cifar10_report.eval_curve(tmp_path)
+  assert steps == [500, last]
+  assert values == [pytest.approx(80 / 125), pytest.approx(60 / 125)]
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert values[-1] == pytest.approx(metrics["normalized_error"])
 
 
 def test_report_tables_curves_and_stage_times(tmp_path):

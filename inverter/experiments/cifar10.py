@@ -20,14 +20,16 @@ Stages, in order (each an ordinary command line, see --dry-run):
    `scratch_<layer>`: the same with the encoder trained from random
    initialisation; `random_<layer>`: a decoder for the frozen, untrained,
    randomly initialised encoder (what the architecture alone keeps).
-5. `report`: tables (markdown and CSV), error curves and figures in
+5. `analysis_baselines`: the `layers` study over all four kinds of decoder
+   at the baseline layers, for their reconstructions side by side.
+6. `report`: tables (markdown and CSV), error curves and figures in
    --publish (default docs/results/cifar10), with the commands, wall times
    and git commits of every stage.
 
 A stage whose outputs exist is skipped; an interrupted one is run again and
 its training resumes exactly. Every run uses seed 0 (config.seed and
 encoder.init_seed); evaluation uses all 10,000 test images, the analysis
-the first --analysis_images of them, the same for every row.
+--analysis_images of them spread over the split, the same for every row.
 """
 
 from __future__ import annotations
@@ -133,6 +135,18 @@ def build(root: pathlib.Path, source: str, data_dir: str | None,
   for layer in BASELINE_LAYERS:
     out.append(inverter_stage("random", layer,
                               f"configs/{layer}.py:cifar10,source={source}"))
+  baselines = [str(root / KINDS["inverter"] / layer)
+               for layer in BASELINE_LAYERS] + [
+                   str(root / KINDS[kind] / "*")
+                   for kind in ("autoencoder", "scratch", "random")]
+  baselines_dir = root / "analysis_baselines"
+  out.append(stages_lib.Stage(
+      "analysis_baselines",
+      (py, "-m", "inverter.analysis", "--config=configs/analysis.py:layers",
+       f"--config.inverters=({', '.join(repr(b) for b in baselines)})",
+       f"--config.num_images={analysis_images}",
+       f"--workdir={baselines_dir}"),
+      done=lambda: (baselines_dir / "layers" / "results.json").exists()))
   out.append(stages_lib.Stage(
       "report",
       (py, "-m", "inverter.experiments.cifar10_report", f"--root={root}",
