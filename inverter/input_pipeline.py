@@ -262,6 +262,7 @@ def _eval_subset(items: Sequence[_T],
   n = data.eval_num_images
   return list(items) if n < 0 else list(items[:n])
 
+
 def _spread_eval_subset(items: Sequence[_T],
                         data: ml_collections.ConfigDict) -> list[_T]:
   """``eval_num_images`` items evenly spaced over the sorted list (all when
