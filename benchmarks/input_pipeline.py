@@ -1,7 +1,7 @@
 r"""Input pipeline throughput against the train step's consumption rate.
 
 Measures images/s of the real training pipeline,
-`inverter.input_pipeline.train_iterator` (decode, Caffe warp to 256x256, BGR,
+`inverter.data.train_iterator` (decode, Caffe warp to 256x256, BGR,
 mean subtraction, random 227x227 crop, mirror, batching), with the data
 settings of configs/fc6.py (the paper's setup), from
 
@@ -55,9 +55,9 @@ def folder_summary(folder: pathlib.Path, sample: int = 50) -> str:
   """'N files, mean WxH (of the first `sample`)' for the table caption."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  from inverter import input_pipeline  # pylint: disable=g-import-not-at-top
+  from inverter import data as data_lib  # pylint: disable=g-import-not-at-top
   files = sorted(p for p in folder.rglob("*")
-                 if p.suffix.lower() in input_pipeline.IMAGE_EXTENSIONS)
+                 if p.suffix.lower() in data_lib.IMAGE_EXTENSIONS)
   sizes = []
   for path in files[:sample]:
     with Image.open(path) as image:
@@ -88,10 +88,10 @@ def time_iterator(batches, batch_size: int, warmup: int, timed: int) -> dict:
 
 
 def bench_pipeline(data, args, parallel: int) -> dict:
-  from inverter import input_pipeline  # pylint: disable=g-import-not-at-top
+  from inverter import data as data_lib  # pylint: disable=g-import-not-at-top
   data = data.copy_and_resolve_references()
   data.num_parallel_calls = parallel
-  batches = input_pipeline.train_iterator(
+  batches = data_lib.train_iterator(
       data, local_batch_size=args.batch_size, seed=0)
   return time_iterator(batches, args.batch_size, args.warmup_batches,
                        args.batches)

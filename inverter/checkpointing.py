@@ -3,7 +3,7 @@
 A checkpoint is the step directory ``checkpoints/<step>/`` with two items:
 ``state`` (params, optimizer state and step; every process writes and reads
 its own shards) and ``data`` (JSON, written once: where every process's
-input stream stands, see `inverter.data_position`). Orbax writes a step into
+input stream stands, see `inverter.data.position`). Orbax writes a step into
 a temporary directory and renames it (on GCS: writes a commit marker) only
 when every item is complete, so a process killed during a write leaves no
 half-written step that a restart would take for the latest one.

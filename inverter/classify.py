@@ -38,7 +38,8 @@ from clu import metric_writers
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from inverter import checkpointing, encoder_weights, input_pipeline
+from inverter import checkpointing, encoder_weights
+from inverter import data as data_lib
 from inverter import preflight, presets, train, training_loop
 from inverter.models import encoders, preprocessing
 
@@ -171,10 +172,10 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
 def check(config: ml_collections.ConfigDict) -> None:
   """Raises preflight.PreflightError listing every problem found, if any."""
   problems = config_problems(config)
-  data_problems = input_pipeline.check_source(config.data, with_labels=True)
+  data_problems = data_lib.check_source(config.data, with_labels=True)
   problems += data_problems
   if not data_problems and not problems:
-    names = input_pipeline.label_names(config.data)
+    names = data_lib.label_names(config.data)
     if len(names) != config.encoder.num_classes:
       problems.append(
           f"{config.data.source} has {len(names)} classes but"
@@ -198,7 +199,7 @@ def setup(config: ml_collections.ConfigDict) -> Classifier:
       model=encoders.from_config(config.encoder, dtype=dtype),
       encoder_input=preprocessing.encoder_input_fn(
           config.encoder.preprocessing, config.data),
-      label_names=tuple(input_pipeline.label_names(config.data)))
+      label_names=tuple(data_lib.label_names(config.data)))
 
 
 def identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -364,7 +365,7 @@ def evaluate_state(clf: Classifier, params: Any, step: int,
   config = clf.config
   eval_step = eval_step or make_eval_step(clf)
   local = train._local_batch_size(config.eval_batch_size)  # pylint: disable=protected-access
-  batches = input_pipeline.eval_iterator(
+  batches = data_lib.eval_iterator(
       config.data, local_batch_size=local, process_index=jax.process_index(),
       process_count=jax.process_count(), with_labels=True)
   totals = {k: 0.0 for k in ("loss", "count", *(f"top{k}" for k in TOP_K))}
@@ -383,7 +384,7 @@ def evaluate_state(clf: Classifier, params: Any, step: int,
       num_classes=len(clf.label_names),
       encoder=config.encoder.arch,
       data=config.data.source, split=config.data.eval_split,
-      skipped_corrupt_images=input_pipeline.skipped_images(),
+      skipped_corrupt_images=data_lib.skipped_images(),
       eval_seconds=time.monotonic() - start)
   logging.info("Eval at step %d: top-1 %.2f%%, top-5 %.2f%%, loss %.4f over"
                " %d images.", step, 100 * metrics["top1"],

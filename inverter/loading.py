@@ -33,7 +33,8 @@ import numpy as np
 from etils import epath
 
 from inverter import encoder_weights as encoder_weights_lib
-from inverter import checkpointing, feature_transforms, input_pipeline, presets
+from inverter import checkpointing, feature_transforms, presets
+from inverter import data as data_lib
 from inverter import train
 
 ImageInput = np.ndarray | Sequence[np.ndarray]
@@ -142,14 +143,14 @@ class Inverter:
     """uint8 RGB image(s) -> float32 [N, S, S, 3] encoder input (BGR, mean
     subtracted): warped to data.resize_size and centre-cropped, as in eval."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    out = [input_pipeline.caffe_preprocess(
+    out = [data_lib.caffe_preprocess(
         tf.convert_to_tensor(image), data=self.config.data, train=False)
            for image in _image_list(images)]
     return np.stack([np.asarray(o) for o in out]).astype(np.float32)
 
   def to_rgb(self, images: np.ndarray) -> np.ndarray:
     """Encoder-space or decoder-output images -> uint8 RGB."""
-    return input_pipeline.to_rgb_uint8(np.asarray(images), self.config.data)
+    return data_lib.to_rgb_uint8(np.asarray(images), self.config.data)
 
   def target(self, preprocessed: np.ndarray) -> np.ndarray:
     """What a reconstruction is compared with: the input at the output size."""

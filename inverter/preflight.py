@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from inverter import encoder_weights, feature_transforms, input_pipeline
+from inverter import encoder_weights, feature_transforms
+from inverter import data as data_lib
 from inverter.models import decoder as decoder_lib
 from inverter.models import encoders, preprocessing
 
@@ -208,7 +209,7 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
 def check(config: ml_collections.ConfigDict) -> None:
   """Raises PreflightError listing every problem found, if any."""
   problems = config_problems(config)
-  problems += input_pipeline.check_source(config.data)
+  problems += data_lib.check_source(config.data)
   # Weights are compared field by field with a known architecture; an
   # unknown encoder.arch is already reported above.
   if config.encoder.arch in encoders.ARCHITECTURES:

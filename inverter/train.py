@@ -31,7 +31,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from inverter import checkpointing, encoder_weights, evaluation, images
-from inverter import feature_transforms, input_pipeline, preflight
+from inverter import feature_transforms, preflight
+from inverter import data as data_lib
 from inverter import training_loop
 from inverter.models import decoder as decoder_lib
 from inverter.models import encoders, preprocessing
@@ -224,10 +225,10 @@ def evaluate_state(exp: Experiment, params: Any, step: int,
   """
   config = exp.config
   eval_step = eval_step or make_eval_step(exp)
-  batches = input_pipeline.eval_iterator(
+  batches = data_lib.eval_iterator(
       config.data, local_batch_size=_local_batch_size(config.eval_batch_size),
       process_index=jax.process_index(), process_count=jax.process_count())
-  num_batches = input_pipeline.eval_num_batches(
+  num_batches = data_lib.eval_num_batches(
       config.data, local_batch_size=_local_batch_size(config.eval_batch_size),
       process_count=jax.process_count())
   acc = evaluation.ErrorAccumulator()
@@ -256,7 +257,7 @@ def evaluate_state(exp: Experiment, params: Any, step: int,
                  output_size=exp.output_size,
                  error_space="BGR mean-subtracted 0-255 (= RGB 0-255 pixel"
                              " distances) at the decoder output size",
-                 skipped_corrupt_images=input_pipeline.skipped_images(),
+                 skipped_corrupt_images=data_lib.skipped_images(),
                  eval_seconds=time.monotonic() - start)
   logging.info("Eval at step %d: normalized error %.4f over %d images (%s).",
                step, metrics["normalized_error"], metrics["num_images"],
@@ -265,7 +266,7 @@ def evaluate_state(exp: Experiment, params: Any, step: int,
   n = config.num_grid_images
   grid = None
   if shown_t:
-    to_rgb = functools.partial(input_pipeline.to_rgb_uint8, data=config.data)
+    to_rgb = functools.partial(data_lib.to_rgb_uint8, data=config.data)
     grid = images.pair_grid(to_rgb(np.concatenate(shown_t)[:n]),
                             to_rgb(np.concatenate(shown_r)[:n]))
   if jax.process_index() == 0:

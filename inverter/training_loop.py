@@ -24,7 +24,9 @@ from absl import logging
 from clu import periodic_actions
 from etils import epath
 
-from inverter import checkpointing, data_position, input_pipeline, preemption
+from inverter import checkpointing, preemption
+from inverter import data as data_lib
+from inverter.data import position as data_position
 
 Batch = dict[str, np.ndarray]
 Metrics = dict[str, jax.Array]
@@ -90,7 +92,7 @@ def run(config: ml_collections.ConfigDict, workdir: epath.Path,
 def _loop(config, state, start_step: int, start_position: int, task: Task,
           manager, writer, data_sharding, learning_rate) -> Any:
   local_batch_size = config.batch_size // jax.process_count()
-  batches: Iterator[Batch] = input_pipeline.train_iterator(
+  batches: Iterator[Batch] = data_lib.train_iterator(
       config.data, local_batch_size=local_batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       with_labels="label" in task.batch_keys, start=start_position)

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from inverter import input_pipeline as ip
+from inverter import data as ip
 from inverter import presets
 
 CLASSES = tfds.builder("cifar10").info.features["label"].names

@@ -25,7 +25,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from inverter import classify, encoder_weights, input_pipeline as ip
+from inverter import classify, encoder_weights
+from inverter import data as ip
 from inverter import preflight, presets, train, training_loop
 from inverter.models import encoders
 
@@ -111,9 +112,9 @@ def test_cifar10_folder_order_is_tfds_label_order(tmp_path):
 
 
 def test_tfds_labels_come_from_the_label_feature(tmp_path):
-  # The tiny dataset of test_input_pipeline: record i has colour palette[i]
+  # The tiny dataset of test_data_pipeline: record i has colour palette[i]
   # and label i % 2.
-  import test_input_pipeline as tip  # pylint: disable=g-import-not-at-top
+  import test_data_pipeline as tip  # pylint: disable=g-import-not-at-top
   tfds.builder("inverter_tiny_photos", data_dir=str(tmp_path)
                ).download_and_prepare(file_format="tfrecord")
   data = data_config("inverter_tiny_photos", data_dir=str(tmp_path),

@@ -1,9 +1,9 @@
-"""Where a resumed run's input stream continues (inverter.data_position)."""
+"""Where a resumed run's input stream continues (inverter.data.position)."""
 
 import ml_collections
 import numpy as np
 
-from inverter import data_position
+from inverter.data import position as data_position
 
 
 def data(source="folder:/photos"):

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from inverter import input_pipeline, preflight, presets, train, training_loop
+from inverter import preflight, presets, train, training_loop
+from inverter import data as data_lib
 
 from conftest import REPO_ROOT
 
@@ -170,13 +171,13 @@ def test_eval_only_mode_without_a_checkpoint_says_train_first(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path,
                                                              monkeypatch):
-  real = input_pipeline.train_iterator
+  real = data_lib.train_iterator
 
   def poisoned(*args, **kwargs):
     for batch in real(*args, **kwargs):
       yield dict(batch, image=np.full_like(batch["image"], np.nan))
 
-  monkeypatch.setattr(input_pipeline, "train_iterator", poisoned)
+  monkeypatch.setattr(data_lib, "train_iterator", poisoned)
   with pytest.raises(train.DivergedError, match="learning_rate"):
     train.train_and_evaluate(tiny_config(), str(tmp_path))
   assert not [p for p in (tmp_path / "checkpoints").iterdir()

@@ -12,7 +12,8 @@ import tensorflow as tf
 import torch
 
 import reference_torchvision_torch as ref
-from inverter import encoder_weights, input_pipeline, presets
+from inverter import encoder_weights, presets
+from inverter import data as data_lib
 from inverter.models import encoders, preprocessing
 from inverter.port import common, torch_pickle
 from inverter.port import torchvision as tv_port
@@ -184,7 +185,7 @@ def test_adapter_gives_torchvision_normalisation_of_the_original_image():
   # Any pipeline mean must do: the adapter adds it back.
   cfg.data.mean = (90.0, 100.0, 110.0)
   cfg.data.resize_size = cfg.data.crop_size = 16
-  caffe_space = input_pipeline.caffe_preprocess(
+  caffe_space = data_lib.caffe_preprocess(
       tf.constant(rgb), data=cfg.data, train=False).numpy()
   adapt = preprocessing.encoder_input_fn(cfg.encoder.preprocessing, cfg.data)
   got = np.asarray(adapt(caffe_space[None]))[0]

@@ -10,7 +10,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from inverter import input_pipeline, presets
+from inverter import presets
+from inverter import data as data_lib
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 IMAGENET_SAMPLE = SHARED / "imagenet-sample"
@@ -26,15 +27,15 @@ def test_imagenet_sample_decodes_at_227_with_caffe_preprocessing():
   config = presets.get_config("fc6", f"source=folder:{IMAGENET_SAMPLE}")
   data = config.data
   data.eval_num_images = -1
-  before = input_pipeline.skipped_images()
+  before = data_lib.skipped_images()
   images, count = [], 0
-  for batch in input_pipeline.eval_iterator(data, local_batch_size=16):
+  for batch in data_lib.eval_iterator(data, local_batch_size=16):
     assert batch["image"].shape == (16, 227, 227, 3)
     count += int(batch["mask"].sum())
     images.append(batch["image"][batch["mask"]])
   # A flat folder: every 10th of the 500 files is held out for evaluation.
   assert count == 50
-  assert input_pipeline.skipped_images() == before
+  assert data_lib.skipped_images() == before
   pixels = np.concatenate(images)
   # Mean-subtracted BGR on the 0-255 scale: centred near 0, spanning +-100s.
   assert abs(float(pixels.mean())) < 40 and pixels.std() > 30
@@ -46,10 +47,10 @@ def test_cifar10_folder_layout_gives_its_test_split():
   config = presets.get_config("conv1", f"test,source=folder:{CIFAR10}")
   config.data.eval_split = "test"
   config.data.eval_num_images = 40
-  assert input_pipeline.check_source(config.data) == []
-  batches = list(input_pipeline.eval_iterator(config.data,
-                                              local_batch_size=8))
+  assert data_lib.check_source(config.data) == []
+  batches = list(data_lib.eval_iterator(config.data,
+                                        local_batch_size=8))
   assert sum(int(b["mask"].sum()) for b in batches) == 40
-  train = next(input_pipeline.train_iterator(config.data, local_batch_size=8,
-                                             seed=0))
+  train = next(data_lib.train_iterator(config.data, local_batch_size=8,
+                                       seed=0))
   assert train["image"].shape == (8, 32, 32, 3)

@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from inverter import encoder_weights, input_pipeline, loading
+from inverter import encoder_weights, loading
+from inverter import data as data_lib
 
 # The fully connected tail shared by every encoder, in order.
 FC_TAIL = ("fc6", "relu6", "fc7", "relu7", "fc8", "prob")
@@ -96,11 +97,11 @@ def dataset_names(source: str, data_dir: str | None,
   sorted class folders of 'folder:PATH' (TFDS ImageFolder's label order, in
   PATH or in its first split folder), or a prepared TFDS dataset's label
   names."""
-  if not source or source.startswith(input_pipeline.BUILTIN_PREFIX):
+  if not source or source.startswith(data_lib.BUILTIN_PREFIX):
     return None
   try:
-    if source.startswith(input_pipeline.FOLDER_PREFIX):
-      root = source[len(input_pipeline.FOLDER_PREFIX):]
+    if source.startswith(data_lib.FOLDER_PREFIX):
+      root = source[len(data_lib.FOLDER_PREFIX):]
       candidates = [root] + [os.path.join(root, d) for d in
                              sorted(tf.io.gfile.listdir(root))]
       for folder in candidates:

@@ -21,7 +21,8 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from inverter import evaluation, images, input_pipeline, loading
+from inverter import evaluation, images, loading
+from inverter import data as data_lib
 from inverter.models import encoders
 
 Inverter = loading.Inverter
@@ -159,7 +160,7 @@ def data_config(inv: Inverter,
   if config.data.get("split"):
     data.eval_split = config.data.split
   data.eval_num_images = int(config.num_images)
-  problems = input_pipeline.check_source(data)
+  problems = data_lib.check_source(data)
   if problems:
     raise FileNotFoundError(
         f"The study's images (config.data.source={data.source!r}) cannot be"
@@ -168,8 +169,8 @@ def data_config(inv: Inverter,
 
 
 def num_batches(inv: Inverter, config: ml_collections.ConfigDict) -> int:
-  return input_pipeline.eval_num_batches(data_config(inv, config),
-                                         local_batch_size=config.batch_size)
+  return data_lib.eval_num_batches(data_config(inv, config),
+                                   local_batch_size=config.batch_size)
 
 
 # Study images by (data config, batch size): every inverter with the same
@@ -189,8 +190,8 @@ def batches(inv: Inverter, config: ml_collections.ConfigDict
     yield from _IMAGES[key]
     return
   kept, size = [], 0
-  for batch in input_pipeline.eval_iterator(data,
-                                            local_batch_size=config.batch_size):
+  for batch in data_lib.eval_iterator(data,
+                                      local_batch_size=config.batch_size):
     item = np.asarray(batch["image"]), np.asarray(batch["mask"], bool)
     size += item[0].nbytes
     if kept is not None:

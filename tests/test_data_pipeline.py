@@ -1,4 +1,4 @@
-"""Specification tests for inverter.input_pipeline.
+"""Specification tests for inverter.data, the input pipeline.
 
 Images are identified after the pipeline by their (constant) colour, so the
 tests can tell exactly which files or records came out of an iterator.
@@ -20,7 +20,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from inverter import input_pipeline as ip
+from inverter import data as ip
+from inverter.data import tfds_source
 
 MEAN_BGR = (104.0, 117.0, 123.0)
 
@@ -498,8 +499,9 @@ def test_check_source_rejects_unknown_tfds_names():
 
 def test_check_source_gives_up_on_a_hanging_tfds(monkeypatch):
   release = threading.Event()
-  monkeypatch.setattr(ip, "_tfds_builder", lambda data: release.wait(60))
-  monkeypatch.setattr(ip, "_TFDS_CHECK_TIMEOUT_S", 0.5)
+  monkeypatch.setattr(tfds_source, "dataset_builder",
+                      lambda data: release.wait(60))
+  monkeypatch.setattr(tfds_source, "CHECK_TIMEOUT_S", 0.5)
   try:
     start = time.monotonic()
     problems = ip.check_source(make_config(source="cifar10"))

@@ -3,7 +3,7 @@
 Exact resume needs more than parameters and step: the input pipeline must
 continue with the example after the last one trained on. Every training
 batch carries each example's index in its process's stream
-(`input_pipeline.POSITION`); the checkpoint stores, for every process, the
+(`data_lib.POSITION`); the checkpoint stores, for every process, the
 index to start from next (`payload`), and a restart asks `start` where this
 process begins. Restarting with the same number of processes continues every
 stream exactly. With another process count (e.g. a pod checkpoint continued
@@ -23,14 +23,14 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from inverter import input_pipeline
+from inverter import data as data_lib
 
 VERSION = 1
 
 
 def next_start(batch: dict[str, np.ndarray]) -> int:
   """The stream index after the last example of a training batch."""
-  return int(batch[input_pipeline.POSITION][-1]) + 1
+  return int(batch[data_lib.POSITION][-1]) + 1
 
 
 def payload(data: ml_collections.ConfigDict, *, seed: int, step: int,
@@ -82,18 +82,18 @@ def start(saved: dict[str, Any] | None, data: ml_collections.ConfigDict, *,
   if saved["process_count"] == count:
     return int(saved["next"][index])
   old_count, nexts = saved["process_count"], saved["next"]
-  if input_pipeline.source_kind(data) != "tfds":
+  if data_lib.source_kind(data) != "tfds":
     # Shares of one global stream: continue after the earliest example not
     # yet read by every process.
     first_unread = min(p + old_count * k for p, k in enumerate(nexts))
     return max(0, math.ceil((first_unread - index) / count))
   epoch = min(
-      k // input_pipeline.train_share_size(data, process_index=p,
-                                           process_count=old_count)
+      k // data_lib.train_share_size(data, process_index=p,
+                                     process_count=old_count)
       for p, k in enumerate(nexts))
   logging.warning(
       "The checkpoint was written by %d processes and this run has %d; TFDS"
       " shares differ, so training restarts at the beginning of epoch %d.",
       old_count, count, epoch)
-  return epoch * input_pipeline.train_share_size(
+  return epoch * data_lib.train_share_size(
       data, process_index=index, process_count=count)
