@@ -66,8 +66,8 @@ def missing_weights_message(path: str) -> str:
       "    python -m inverter.port --download"
       " bvlc_reference_caffenet.caffemodel\n"
       "  (or `python -m inverter.port FILE` with a file you already have);"
-      " it writes to the default encoder.weights path. See README.md,"
-      " section 'Encoder weights'.\n"
+      " it writes to the default encoder.weights path. See"
+      " docs/encoders.md.\n"
       "  To train against a randomly initialised encoder instead, pass"
       " --config.encoder.weights=random (it is then stated in all outputs).")
 

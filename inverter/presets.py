@@ -80,7 +80,7 @@ def encoder_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       arch=arch,
       **net,
-      # Path to encoder weights (see README, "Encoder weights"), or 'random'.
+      # Path to encoder weights (see docs/encoders.md), or 'random'.
       weights=os.path.join(DEFAULT_WEIGHTS_DIR, arch),
       init_seed=0,
       # Activation to invert; '' means the layer's default tap.

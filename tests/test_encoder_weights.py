@@ -36,7 +36,7 @@ def test_missing_weights_name_the_field_and_the_way_out(tmp_path):
   cfg.encoder.weights = str(tmp_path / "nowhere")
   [problem] = encoder_weights.check(cfg.encoder)
   assert "encoder.weights" in problem and "nowhere" in problem
-  assert "random" in problem and "README" in problem
+  assert "random" in problem and "docs/encoders.md" in problem
   with pytest.raises(encoder_weights.EncoderWeightsError):
     encoder_weights.load(cfg.encoder, encoders.from_config(cfg.encoder))
 

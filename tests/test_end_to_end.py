@@ -120,7 +120,7 @@ def test_paper_config_without_imagenet_or_weights_lists_everything(tmp_path):
   for needle in ("imagenet2012", "ILSVRC2012_img_train.tar",
                  str(tmp_path / "tfds" / "downloads" / "manual"),
                  "configs/fc6.py:demo", "encoder.weights",
-                 str(tmp_path / "no_weights"), "README"):
+                 str(tmp_path / "no_weights"), "docs/encoders.md"):
     assert needle in proc.stderr, needle
   assert not (tmp_path / "run" / "checkpoints").exists()
 

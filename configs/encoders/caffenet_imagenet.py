@@ -9,8 +9,8 @@ Caffe ImageNet mean. For accelerators (days on one GPU):
   python -m inverter.main --config=configs/encoders/caffenet_imagenet.py \
       --workdir=/tmp/caffenet_imagenet
 
-ImageNet must be prepared for TFDS first (README, "Preparing ImageNet for
-TFDS"). The exported encoder (WORKDIR/encoder) plugs into every inverter
+ImageNet must be prepared for TFDS first (docs/data.md, "Preparing
+ImageNet for TFDS"). The exported encoder (WORKDIR/encoder) plugs into every inverter
 config with --config.encoder.weights=WORKDIR/encoder.
 
 Config argument: `source=NAME_OR_folder:PATH` to read another labelled

@@ -93,7 +93,7 @@ def resolve(decoder_cfg: Mapping[str, Any], feature_shape: Sequence[int],
   """Fills the automatic fields of the decoder config for one feature shape.
 
   Returns the full set of UpconvDecoder arguments plus `output_size`, so the
-  README table and the training loop agree on one definition.
+  table in docs/networks.md and the training loop agree on one definition.
   """
   is_vector = len(feature_shape) == 1
   if is_vector:
