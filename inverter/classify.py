@@ -34,7 +34,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -465,8 +464,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                config.encoder.input_size, len(clf.label_names),
                config.data.source, jax.device_count(), config.batch_size,
                config.num_train_steps)
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  writer = training_loop.metric_writer(workdir)
   eval_step = make_eval_step(clf)
   train_step = make_train_step(clf)
   schedule = learning_rate_schedule(config)
@@ -506,8 +504,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   train.check_workdir(config, workdir, identity(config))
   clf = setup(config)
   state = checkpointing.require_latest(workdir, create_train_state(clf))
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
+  writer = training_loop.metric_writer(workdir, asynchronous=False)
   metrics = evaluate_state(clf, state.params, int(state.step), workdir, writer)
   export_encoder(clf, state.params, metrics, workdir)
   writer.flush()

@@ -24,7 +24,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers
 from etils import epath
 from flax.training import train_state
 from jax.experimental import multihost_utils
@@ -369,8 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                exp.tap, exp.feature_shape, exp.output_size, exp.output_size,
                jax.device_count(), config.batch_size)
 
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  writer = training_loop.metric_writer(workdir)
   eval_step = make_eval_step(exp)
   train_step = make_train_step(exp)
 
@@ -405,8 +403,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_workdir(config, workdir)
   exp = setup(config)
   state = checkpointing.require_latest(workdir, create_train_state(exp, config.seed))
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
+  writer = training_loop.metric_writer(workdir, asynchronous=False)
   metrics = evaluate_state(exp, state.params, int(state.step), workdir, writer)
   writer.flush()
   return metrics

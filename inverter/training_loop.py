@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import periodic_actions
+from clu import metric_writers
 from etils import epath
 
 from inverter import checkpointing, preemption
@@ -55,6 +55,20 @@ class Task:
 def format_seconds(seconds: float) -> str:
   seconds = int(max(0, seconds))
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def metric_writer(workdir: epath.Path, *,
+                  asynchronous: bool = True) -> metric_writers.MetricWriter:
+  """TensorBoard summaries, written by process 0 only, and no console echo.
+
+  clu's default writer also logs every scalar, which put a second, third and
+  fourth line beside the loop's own progress line; the console keeps that
+  one line per window (and the evaluation's), TensorBoard gets the scalars.
+  """
+  if jax.process_index() > 0:
+    return metric_writers.MultiWriter([])
+  writer = metric_writers.SummaryWriter(str(workdir))
+  return metric_writers.AsyncWriter(writer) if asynchronous else writer
 
 
 def run(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -96,11 +110,9 @@ def _loop(config, state, start_step: int, start_position: int, task: Task,
       config.data, local_batch_size=local_batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       with_labels="label" in task.batch_keys, start=start_position)
-  report = periodic_actions.ReportProgress(
-      num_train_steps=config.num_train_steps, writer=writer,
-      every_steps=config.log_every_steps, every_secs=None)
   sums: Metrics = {}
-  window_start, window_step = time.monotonic(), start_step
+  run_start = window_start = time.monotonic()
+  window_step = start_step
   last_saved = start_step
   next_position = start_position
 
@@ -131,7 +143,6 @@ def _loop(config, state, start_step: int, start_position: int, task: Task,
           k: jax.make_array_from_process_local_data(data_sharding, batch[k])
           for k in task.batch_keys})
       sums = {k: sums.get(k, 0) + v for k, v in metrics.items()}
-      report(step)
       is_last = step == config.num_train_steps
       if step % config.log_every_steps == 0 or is_last:
         steps = step - window_step
@@ -144,6 +155,8 @@ def _loop(config, state, start_step: int, start_position: int, task: Task,
         eta = (config.num_train_steps - step) * elapsed / steps
         writer.write_scalars(step, scalars | {
             "train/images_per_sec": images_per_sec,
+            "steps_per_sec": steps / elapsed,
+            "uptime": time.monotonic() - run_start,
             "learning_rate": float(learning_rate(step - 1))})
         logging.info("step %d/%d: %s, %.1f images/s, ETA %s", step,
                      config.num_train_steps, described, images_per_sec,
@@ -159,6 +172,5 @@ def _loop(config, state, start_step: int, start_position: int, task: Task,
       if step % config.checkpoint_every_steps == 0 or is_last:
         save(step, metrics["loss"], force=is_last)
       if step % config.eval_every_steps == 0 and not is_last:
-        with report.timed("eval"):
-          task.evaluate(state, step)
+        task.evaluate(state, step)
   return state

@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from inverter import preflight, presets, train, training_loop
 from inverter import data as data_lib
@@ -55,6 +56,25 @@ def test_cli_trains_evaluates_and_writes_outputs(tmp_path):
   assert saved["config"]["layer"] == "conv1"
   assert f"{metrics['normalized_error']:.4f}" in proc.stdout
   assert "RANDOMLY INITIALISED" in proc.stderr
+
+
+def test_progress_is_one_console_line_per_window_and_all_in_tensorboard(
+    tmp_path):
+  proc, _ = run_cli("--config=configs/conv1.py:test", f"--workdir={tmp_path}",
+                    "--config.num_train_steps=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  progress = [line for line in proc.stderr.splitlines()
+              if "] step " in line and "images/s, ETA" in line]
+  assert [line.split("] ")[1].split(":")[0] for line in progress] == [
+      "step 2/6", "step 4/6", "step 6/6"]
+  for echo in ("logging_writer.py", "Setting work unit notes"):
+    assert echo not in proc.stderr, echo
+  tags = set()
+  for path in tmp_path.glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      tags |= {value.tag for value in event.summary.value}
+  assert {"train/loss", "train/images_per_sec", "steps_per_sec", "uptime",
+          "learning_rate", "eval/normalized_error"} <= tags
 
 
 def test_rerun_with_more_steps_resumes_from_the_checkpoint(tmp_path,
