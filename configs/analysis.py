@@ -1,12 +1,13 @@
 r"""The paper's studies on trained inverters (python -m inverter.analysis).
 
   python -m inverter.analysis --config=configs/analysis.py:STUDY \
-      --config.inverters="('/tmp/conv1', '/tmp/fc6', '/tmp/fc8')" \
+      --config.inverters=/tmp/conv1,/tmp/fc6,/tmp/fc8 \
       --workdir=/tmp/analysis
 
 STUDY is one of layers, perturb, interpolate, sample, topk, color_position
 (see inverter/analysis/__init__.py). `inverters` takes workdirs (local or
-gs://) or globs, e.g. --config.inverters='/tmp/demo_*'. Examples:
+gs://) or globs, comma-separated or as a Python tuple, e.g.
+--config.inverters='/tmp/demo_*' or --config.inverters=/tmp/a,/tmp/b. Examples:
 
   # The paper's table and figure: every layer on the same images.
   python -m inverter.analysis --config=configs/analysis.py:layers \
@@ -22,7 +23,7 @@ gs://) or globs, e.g. --config.inverters='/tmp/demo_*'. Examples:
   # fc8 from its top-5 activations, with the inverter trained on them
   # (python -m inverter.main --config=configs/fc8_top5.py:demo ...).
   python -m inverter.analysis --config=configs/analysis.py:topk \
-      --config.inverters="('/tmp/demo_fc8', '/tmp/demo_fc8_top5')" \
+      --config.inverters=/tmp/demo_fc8,/tmp/demo_fc8_top5 \
       --workdir=/tmp/analysis
 
 Images: by default each inverter's own evaluation data (its config's

@@ -23,10 +23,12 @@ import os
 import jax
 from absl import logging
 
+from inverter import errors
+
 MODES = ("auto", "on", "off")
 
 
-class DistributedConfigError(ValueError):
+class DistributedConfigError(errors.UserError, ValueError):
   """The multi-process settings are incomplete or contradictory."""
 
 

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from inverter import errors
 from inverter.models import encoders
 
 FORMAT = "inverter-encoder-v1"
@@ -34,7 +35,7 @@ RANDOM = "random"
 ARCHITECTURE_FIELDS = encoders.ARCHITECTURE_FIELDS
 
 
-class EncoderWeightsError(ValueError):
+class EncoderWeightsError(errors.UserError, ValueError):
   """The configured encoder weights are missing, unreadable or mismatched."""
 
 

@@ -20,14 +20,10 @@ classifier instead (inverter/classify.py):
       --workdir=/tmp/cifar10_encoder
 """
 
-import logging as logging_std
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from inverter import classify, distributed, encoder_weights, preemption
-from inverter import preflight, train, training_loop
+from inverter import classify, cli, distributed, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
@@ -50,45 +46,21 @@ flags.DEFINE_integer("process_id", None,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging_std.Filter):
-  """Drops routine INFO records from Orbax, whose per-save chatter would bury
-  the training progress lines; warnings and errors still pass."""
-
-  def filter(self, record):
-    return record.levelno >= logging_std.WARNING or (
-        "/orbax/" not in record.pathname)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  try:
-    distributed.initialize(FLAGS.distributed, distributed.settings_from(
-        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id))
-  except distributed.DistributedConfigError as e:
-    print(f"\nERROR: {e}", file=sys.stderr)
-    sys.exit(2)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # tf.data only; keep TensorFlow off accelerators that JAX owns.
-  tf.config.set_visible_devices([], "GPU")
+  distributed.initialize(FLAGS.distributed, distributed.settings_from(
+      FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id))
+  cli.hide_accelerators_from_tensorflow()
   config = FLAGS.config
   logging.info("Config:\n%s", config)
   is_classify = config.get("task", "invert") == classify.TASK
   module = classify if is_classify else train
   run = (module.train_and_evaluate if FLAGS.mode == "train"
          else module.evaluate)
-  try:
-    metrics = run(config, FLAGS.workdir)
-  except preemption.Interrupted as e:
-    print(f"\n{e}", file=sys.stderr)
-    # 128 + signal number, as a shell reports a process the signal ended.
-    sys.exit(128 + e.signum)
-  except (preflight.PreflightError, encoder_weights.EncoderWeightsError,
-          train.WorkdirMismatchError, training_loop.DivergedError,
-          FileNotFoundError) as e:
-    print(f"\nERROR: {e}", file=sys.stderr)
-    sys.exit(2)
+  # Errors map to exit statuses in cli: 2 for a user's mistake, 128+signal
+  # for a run stopped (and saved) by SIGTERM or Ctrl-C.
+  metrics = run(config, FLAGS.workdir)
   if is_classify:
     print(f"top-1 accuracy {100 * metrics['top1']:.2f}%, top-5"
           f" {100 * metrics['top5']:.2f}% (step {metrics['step']},"
@@ -101,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from inverter import encoder_weights, feature_transforms
+from inverter import encoder_weights, errors, feature_transforms
 from inverter import data as data_lib
 from inverter.models import decoder as decoder_lib
 from inverter.models import encoders, preprocessing
@@ -22,7 +22,7 @@ from inverter.models import encoders, preprocessing
 _MAX_INPUT_SIZE = 1024
 
 
-class PreflightError(RuntimeError):
+class PreflightError(errors.UserError, RuntimeError):
   """One or more prerequisites of a run are missing; the message lists all."""
 
   def __init__(self, problems: list[str]):

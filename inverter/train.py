@@ -29,8 +29,8 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from inverter import checkpointing, encoder_weights, evaluation, images
-from inverter import feature_transforms, preflight
+from inverter import checkpointing, encoder_weights, errors, evaluation
+from inverter import feature_transforms, images, preflight
 from inverter import data as data_lib
 from inverter import training_loop
 from inverter.models import decoder as decoder_lib
@@ -46,7 +46,7 @@ _IDENTITY_FIELDS = ("layer", "encoder", "decoder")
 DivergedError = training_loop.DivergedError
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(errors.UserError, ValueError):
   """The workdir holds a different experiment."""
 
 

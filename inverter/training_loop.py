@@ -24,7 +24,7 @@ from absl import logging
 from clu import metric_writers
 from etils import epath
 
-from inverter import checkpointing, preemption
+from inverter import checkpointing, errors, preemption
 from inverter import data as data_lib
 from inverter.data import position as data_position
 
@@ -32,7 +32,7 @@ Batch = dict[str, np.ndarray]
 Metrics = dict[str, jax.Array]
 
 
-class DivergedError(FloatingPointError):
+class DivergedError(errors.UserError, FloatingPointError):
   """The training loss became NaN or infinite."""
 
 

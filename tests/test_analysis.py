@@ -208,6 +208,20 @@ def test_cli_exits_with_the_training_command_for_a_missing_layer(tiny,
   assert "configs/fc8.py" in proc.stderr and tiny["conv1"] in proc.stderr
 
 
+def test_cli_takes_inverters_as_a_comma_separated_list(tiny, tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", XLA_FLAGS="")
+  proc = subprocess.run(
+      [sys.executable, "-m", "inverter.analysis",
+       "--config=configs/analysis.py:layers",
+       f"--config.inverters={tiny['fc8']},{tiny['conv1']}",
+       "--config.num_images=8", "--config.batch_size=8",
+       "--config.num_figure_images=2", f"--workdir={tmp_path}"],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  saved = json.loads((tmp_path / "layers" / "results.json").read_text())
+  assert [e["label"] for e in saved["inverters"]] == ["conv1", "fc8"]
+
+
 # ------------------------------------------------------------------ pieces
 
 

@@ -27,11 +27,13 @@ import ml_collections
 from absl import logging
 from etils import epath
 
+from inverter import errors
+
 STUDIES = ("layers", "perturb", "interpolate", "sample", "topk",
            "color_position")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """The analysis config asks for something that does not exist."""
 
 

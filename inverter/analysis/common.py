@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from inverter import evaluation, images, loading
+from inverter import errors, evaluation, images, loading
 from inverter import data as data_lib
 from inverter.models import encoders
 
@@ -32,7 +32,7 @@ Inverter = loading.Inverter
 _RESTORED: dict[tuple[str, str], Inverter] = {}
 
 
-class MissingInverterError(ValueError):
+class MissingInverterError(errors.UserError, ValueError):
   """A study needs an inverter (a layer) that none of the given ones is."""
 
 
@@ -40,9 +40,14 @@ class MissingInverterError(ValueError):
 
 
 def inverter_paths(entries: str | Sequence[str]) -> list[str]:
-  """config.inverters -> workdirs; entries may be globs ('/runs/demo_*')."""
+  """config.inverters -> workdirs, in order, without repeats.
+
+  `entries` is a tuple of workdirs (local or gs://) or globs
+  ('/runs/demo_*'); a single string may also hold several, comma-separated
+  (what `--config.inverters=/a,/b` gives when set from Python).
+  """
   if isinstance(entries, str):
-    entries = [entries]
+    entries = entries.split(",")
   paths: list[str] = []
   for entry in entries:
     entry = str(entry).strip()
@@ -59,10 +64,10 @@ def inverter_paths(entries: str | Sequence[str]) -> list[str]:
     else:
       paths.append(entry)
   if not paths:
-    raise ValueError(
+    raise errors.UserError(
         "config.inverters is empty: give the workdirs of trained inverters,"
-        " e.g. --config.inverters=\"('/tmp/conv1', '/tmp/fc6')\" or a glob"
-        " such as --config.inverters='/tmp/demo_*'.")
+        " e.g. --config.inverters=/tmp/conv1,/tmp/fc6 or a glob such as"
+        " --config.inverters='/tmp/demo_*'.")
   return list(dict.fromkeys(paths))
 
 

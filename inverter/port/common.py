@@ -10,8 +10,10 @@ from typing import Any, Callable, Mapping
 import ml_collections
 import numpy as np
 
+from inverter import errors
 
-class PortError(ValueError):
+
+class PortError(errors.UserError, ValueError):
   """The source file cannot be converted; the message says why and what to do."""
 
 
