@@ -11,8 +11,9 @@ TPU cores restores on one CPU) and returns an `Inverter`:
   recons = inv.invert(feats)                 # uint8 RGB at the decoder size
   recons = inv.reconstruct(images)           # both at once
 
-Images are uint8 RGB arrays: one [H, W, 3] image, a batch [N, H, W, 3], or a
-list of images of different sizes (grayscale and RGBA are converted). The
+Images are file paths (local or gs://), PIL images or uint8 RGB arrays: one
+image, a batch [N, H, W, 3], or a list of images of different sizes
+(grayscale and RGBA are converted). The
 inverter's own preprocessing (Caffe-style warp, centre crop, mean) is applied
 inside. Work runs in fixed-size batches sharded over all local devices, so
 any number of images works and nothing recompiles between calls.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +35,9 @@ from etils import epath
 
 from inverter import encoder_weights as encoder_weights_lib
 from inverter import checkpointing, feature_transforms, presets
+from inverter import images as images_lib
 from inverter import data as data_lib
 from inverter import train
-
-ImageInput = np.ndarray | Sequence[np.ndarray]
-
 
 class NotAnInverterError(FileNotFoundError):
   """The path is not a workdir with a saved config and a checkpoint."""
@@ -139,13 +138,17 @@ class Inverter:
 
   # ------------------------------------------------------------------ images
 
-  def preprocess(self, images: ImageInput) -> np.ndarray:
-    """uint8 RGB image(s) -> float32 [N, S, S, 3] encoder input (BGR, mean
-    subtracted): warped to data.resize_size and centre-cropped, as in eval."""
+  def preprocess(self, images: images_lib.Images) -> np.ndarray:
+    """Image(s) (paths, PIL or uint8 RGB) -> float32 [N, S, S, 3] encoder
+    input (BGR, mean subtracted): warped to data.resize_size and
+    centre-cropped, as in eval."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    rgb = images_lib.as_rgb_list(images)
+    if not rgb:
+      raise images_lib.ImageInputError(f"{self.name}: no images given.")
     out = [data_lib.caffe_preprocess(
         tf.convert_to_tensor(image), data=self.config.data, train=False)
-           for image in _image_list(images)]
+           for image in rgb]
     return np.stack([np.asarray(o) for o in out]).astype(np.float32)
 
   def to_rgb(self, images: np.ndarray) -> np.ndarray:
@@ -180,11 +183,11 @@ class Inverter:
                        f" {self.tap}), got {f.shape}.")
     return self._batched(self._decode, self.params, f)
 
-  def features(self, images: ImageInput) -> np.ndarray:
-    """uint8 RGB image(s) -> features as the decoder sees them ([N, ...];
+  def features(self, images: images_lib.Images) -> np.ndarray:
+    """Image(s) (paths, PIL or uint8 RGB) -> features as the decoder sees them ([N, ...];
     one image gives one feature array without the batch axis)."""
     out = self.encode(self.preprocess(images))
-    return out[0] if _is_single(images) else out
+    return out[0] if images_lib.is_single(images) else out
 
   def invert(self, features: np.ndarray) -> np.ndarray:
     """Features ([N, ...], or one example) -> uint8 RGB reconstructions."""
@@ -193,10 +196,10 @@ class Inverter:
     out = self.to_rgb(self.decode(f[None] if single else f))
     return out[0] if single else out
 
-  def reconstruct(self, images: ImageInput) -> np.ndarray:
-    """uint8 RGB image(s) -> uint8 RGB reconstructions."""
+  def reconstruct(self, images: images_lib.Images) -> np.ndarray:
+    """Image(s) (paths, PIL or uint8 RGB) -> uint8 RGB reconstructions."""
     out = self.to_rgb(self.decode(self.encode(self.preprocess(images))))
-    return out[0] if _is_single(images) else out
+    return out[0] if images_lib.is_single(images) else out
 
   def _batched(self, fn, params: Any, x: np.ndarray) -> np.ndarray:
     """Runs `fn(params, chunk)` over fixed-size, zero-padded chunks."""
@@ -211,31 +214,6 @@ class Inverter:
     if not outs:
       raise ValueError(f"{self.name}: no images given.")
     return np.concatenate(outs)
-
-
-def _is_single(images: ImageInput) -> bool:
-  return isinstance(images, np.ndarray) and images.ndim in (2, 3)
-
-
-def _image_list(images: ImageInput) -> list[np.ndarray]:
-  if isinstance(images, np.ndarray):
-    images = [images] if images.ndim in (2, 3) else list(images)
-  out = []
-  for i, image in enumerate(images):
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-      raise ValueError(
-          f"Image {i} has dtype {image.dtype}; pass uint8 RGB images (0-255),"
-          " e.g. np.asarray(PIL.Image.open(f).convert('RGB')).")
-    if image.ndim == 2:
-      image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-      raise ValueError(f"Image {i} has shape {image.shape}; expected"
-                       " [H, W, 3] RGB (grayscale and RGBA are accepted).")
-    if image.shape[-1] == 1:
-      image = np.repeat(image, 3, axis=-1)
-    out.append(image[..., :3])
-  return out
 
 
 def load(path: str | os.PathLike, *, encoder_weights: str | None = None,

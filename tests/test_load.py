@@ -9,10 +9,11 @@ import sys
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 import inverter
 from conftest import REPO_ROOT
-from inverter import encoder_weights, loading
+from inverter import encoder_weights, images, loading
 import tiny_inverters
 
 # Run in a subprocess with ONE device: restore each inverter, reconstruct,
@@ -127,6 +128,51 @@ def test_features_invert_and_reconstruct_take_any_uint8_images(restored):
   batch = np.stack([rgb] * 3)
   np.testing.assert_array_equal(inv.reconstruct(batch)[1], recon[0])
 
+
+
+def test_file_paths_and_pil_images_give_what_their_pixels_give(restored,
+                                                              tmp_path):
+  inv = restored("conv1")
+  rgb, other = photos(2, seed=3)
+  png = tmp_path / "photo.png"  # lossless, so the pixels are rgb's
+  Image.fromarray(rgb).save(png)
+  expected = inv.reconstruct([rgb, other])
+  # A path string is one image, not a list of characters.
+  np.testing.assert_array_equal(inv.reconstruct(str(png)), expected[0])
+  np.testing.assert_array_equal(inv.reconstruct(png), expected[0])
+  np.testing.assert_array_equal(inv.features(str(png)),
+                                inv.features(rgb))
+  mixed = inv.reconstruct([str(png), Image.fromarray(other)])
+  np.testing.assert_array_equal(mixed, expected)
+  # PIL images of other modes are converted like arrays are.
+  np.testing.assert_array_equal(
+      inv.reconstruct(Image.fromarray(rgb).convert("RGBA")), expected[0])
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((0, 12, 3), np.uint8), r"Image 0 is empty: shape \(0, 12, 3\)"),
+    (np.zeros((12, 12, 2), np.uint8), r"Image 0 has shape \(12, 12, 2\)"),
+    (np.zeros((12, 12, 5), np.uint8), r"Image 0 has shape \(12, 12, 5\)"),
+    (np.zeros((12, 12, 3), np.float32), r"Image 0 has dtype float32"),
+    (np.zeros((2, 2, 12, 12, 3), np.uint8), r"shape \(2, 2, 12, 12, 3\)"),
+    ([], "no images given"),
+])
+def test_unusable_arrays_are_refused_saying_what_was_passed(restored, bad,
+                                                            match):
+  with pytest.raises(images.ImageInputError, match=match):
+    restored("conv1").reconstruct(bad)
+
+
+def test_missing_and_corrupt_files_are_refused_by_name(restored, tmp_path):
+  inv = restored("conv1")
+  missing = tmp_path / "missing.jpg"
+  with pytest.raises(images.ImageInputError, match=str(missing)):
+    inv.reconstruct(str(missing))
+  corrupt = tmp_path / "corrupt.jpg"
+  corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
+  with pytest.raises(images.ImageInputError,
+                     match=f"{corrupt} is not a readable image"):
+    inv.reconstruct([photos(1)[0], str(corrupt)])
 
 def test_the_top5_inverter_sees_top5_features(restored):
   inv = restored("fc8_top5")

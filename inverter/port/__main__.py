@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     return run(args)
-  except (PortError, encoder_weights.EncoderWeightsError) as e:
+  except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
 
