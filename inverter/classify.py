@@ -131,6 +131,51 @@ class Classifier:
 # --------------------------------------------------------------------------
 
 
+
+def small_dataset_config(dataset: str) -> ml_collections.ConfigDict:
+  """The recipe that trains `presets.small_encoder` on a small data set
+  (configs/encoders/cifar10.py, tiny_imagenet.py) on a CPU: random crops of
+  the 4-pixel zero-padded image plus mirroring, Adam (lr 1e-3, 100 warmup
+  steps, cosine decay to 0), L2 weight decay 5e-4, batch 128, accuracy on
+  the whole evaluation split. The config files set the number of steps."""
+  c = base_config("caffenet")
+  presets.small_encoder(c.encoder, dataset)
+  presets.small_dataset_data(c.data, dataset)
+  c.data.crop_padding = 4
+  c.data.shuffle_buffer = 50_000
+  c.batch_size = 128
+  c.eval_batch_size = 400
+  o = c.optimizer
+  o.name = "adam"
+  o.learning_rate = 1e-3
+  o.weight_decay = 5e-4
+  o.decay_every_steps = 0
+  o.schedule = "cosine"
+  o.warmup_steps = 100
+  c.log_every_steps = 50
+  c.eval_every_steps = 1_000
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 2
+  return c
+
+
+def small_dataset_test_preset(c: ml_collections.ConfigDict) -> None:
+  """Seconds per run: the inverter `test` preset's encoder, tiny batches (its
+  encoder block equals the inverter configs' `test` preset, so
+  `configs/conv1.py:test` takes the exported weights)."""
+  c.encoder = presets.get_config("conv1", "test").encoder
+  c.data.mean = tuple(c.encoder.preprocessing.mean)
+  c.data.crop_padding = 2
+  c.data.shuffle_buffer = 64
+  c.batch_size = 16
+  c.eval_batch_size = 16
+  c.num_train_steps = 6
+  c.optimizer.warmup_steps = 0
+  c.optimizer.schedule = "constant"
+  c.log_every_steps = 2
+  c.eval_every_steps = 4
+  c.checkpoint_every_steps = 3
+
 def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   """Problems in a classification config (no file system access)."""
   problems = []

@@ -15,6 +15,10 @@ Presets:
           randomly initialised (stated in logs and outputs), 64x64 crops of
           the photographs shipped with scikit-image.
   test    a tiny model for the test suite (seconds per run).
+  cifar10, tiny_imagenet
+          CPU-sized reproductions (docs/results/): the small encoder that
+          configs/encoders/<data set>.py trains, on that data set at its own
+          size (32x32, 64x64); `encoder=DIR` points at the trained encoder.
 """
 
 from __future__ import annotations
@@ -88,22 +92,53 @@ def encoder_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
   ))
 
 
-_KNOWN_ARGS = ("demo", "test", "cifar10", "arch", "source", "encoder")
-_SIZE_PRESETS = ("demo", "test", "cifar10")
-
 # Per-channel mean of the CIFAR-10 training images, BGR on the 0-255 scale.
 CIFAR10_MEAN_BGR = (113.87, 122.96, 125.31)
+# The same for Tiny ImageNet's training images (the 60,000 of the prepared
+# TFDS tiny_imagenet train split: RGB 121.29, 114.28, 100.16).
+TINY_IMAGENET_MEAN_BGR = (100.16, 114.28, 121.29)
+
+# The small labelled data sets of the CPU-sized reproductions: TFDS name,
+# splits, image size (images are used whole, not warped or cropped for
+# evaluation), number of classes, training-set mean, and the training steps
+# of their inverters (CIFAR-10: 2.6 epochs, about 3 minutes per run on 2 CPU
+# cores; Tiny ImageNet: see docs/results/tiny_imagenet for why).
+SMALL_DATASETS = {
+    "cifar10": dict(source="cifar10", train_split="train", eval_split="test",
+                    size=32, num_classes=10, mean=CIFAR10_MEAN_BGR,
+                    inverter_steps=2000),
+    "tiny_imagenet": dict(source="tiny_imagenet", train_split="train",
+                          eval_split="validation", size=64, num_classes=200,
+                          mean=TINY_IMAGENET_MEAN_BGR, inverter_steps=6000),
+}
+
+_KNOWN_ARGS = ("demo", "test", *SMALL_DATASETS, "arch", "source", "encoder")
+_SIZE_PRESETS = ("demo", "test", *SMALL_DATASETS)
 
 
-def cifar10_encoder(e: ml_collections.ConfigDict) -> None:
-  """The reduced caffenet that configs/encoders/cifar10.py trains on CIFAR-10
-  (32x32: conv1 5x5 stride 1 pad 2, widths 32-64-96-96-64, fc 512)."""
-  e.input_size = 32
-  e.conv1_kernel, e.conv1_stride, e.conv1_padding = 5, 1, 2
+def small_encoder(e: ml_collections.ConfigDict, dataset: str) -> None:
+  """The reduced caffenet that configs/encoders/<dataset>.py trains: widths
+  32-64-96-96-64, fc 512, LRN and groups as in caffenet; conv1 5x5 pad 2,
+  stride 1 at 32x32 (CIFAR-10) and stride 2 at 64x64 (Tiny ImageNet), so
+  that pool5 is 4x4 in both."""
+  spec = SMALL_DATASETS[dataset]
+  e.input_size = spec["size"]
+  e.conv1_kernel, e.conv1_padding = 5, 2
+  e.conv1_stride = 1 if spec["size"] <= 32 else 2
   e.widths = (32, 64, 96, 96, 64)
   e.fc_width = 512
-  e.num_classes = 10
-  e.preprocessing.mean = CIFAR10_MEAN_BGR
+  e.num_classes = spec["num_classes"]
+  e.preprocessing.mean = spec["mean"]
+
+
+def small_dataset_data(d: ml_collections.ConfigDict, dataset: str) -> None:
+  """`d` (a config's data block) reads `dataset` at its own size."""
+  spec = SMALL_DATASETS[dataset]
+  d.source = spec["source"]
+  d.train_split, d.eval_split = spec["train_split"], spec["eval_split"]
+  d.resize_size = d.crop_size = spec["size"]
+  d.mirror = True
+  d.mean = spec["mean"]
 
 
 def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -189,8 +224,8 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
     _apply_demo(c, layer)
   elif c.preset == "test":
     _apply_test(c)
-  elif c.preset == "cifar10":
-    _apply_cifar10(c)
+  elif c.preset in SMALL_DATASETS:
+    _apply_small_dataset(c, c.preset)
   if "source" in args:
     c.data.source = str(args["source"])
   if "encoder" in args:
@@ -266,24 +301,19 @@ def _apply_demo(c: ml_collections.ConfigDict, layer: str) -> None:
   c.num_grid_images = 15
 
 
-def _apply_cifar10(c: ml_collections.ConfigDict) -> None:
-  """Inverters of the CIFAR-10 encoder on 32x32 CIFAR-10 (a CPU-sized
-  reproduction, docs/results/cifar10): the encoder of
-  configs/encoders/cifar10.py, randomly initialised unless `encoder=DIR`
-  points at the trained one; evaluated on all 10,000 test images."""
-  cifar10_encoder(c.encoder)
+def _apply_small_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
+  """Inverters of a small data set's encoder on that data set at its own size
+  (CPU-sized reproductions, docs/results/<dataset>): the encoder of
+  configs/encoders/<dataset>.py, randomly initialised unless `encoder=DIR`
+  points at the trained one; evaluated on the whole evaluation split."""
+  small_encoder(c.encoder, dataset)
   c.encoder.weights = "random"
   c.decoder.fc_widths = (1024, 1024)
   c.decoder.start_shape = (4, 4, 64)
   c.decoder.conv_channels = (128, 128)
-  d = c.data
-  d.source = "cifar10"
-  d.train_split, d.eval_split = "train", "test"
-  d.resize_size = d.crop_size = 32
-  d.mirror = True
-  d.mean = CIFAR10_MEAN_BGR
-  d.shuffle_buffer = 50_000
-  d.eval_num_images = -1
+  small_dataset_data(c.data, dataset)
+  c.data.shuffle_buffer = 50_000
+  c.data.eval_num_images = -1
   c.batch_size = 64
   # As in training's other presets: the normalized error compares the
   # images within a batch of 64.
@@ -291,8 +321,7 @@ def _apply_cifar10(c: ml_collections.ConfigDict) -> None:
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = "cosine"
   c.optimizer.warmup_steps = 100
-  # 2.6 epochs: about 3 minutes per run on 2 CPU cores.
-  c.num_train_steps = 2000
+  c.num_train_steps = SMALL_DATASETS[dataset]["inverter_steps"]
   c.log_every_steps = 100
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500

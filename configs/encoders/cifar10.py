@@ -29,8 +29,6 @@ weights with only --config.encoder.weights).
 
 from inverter import classify, presets
 
-CIFAR10_MEAN_BGR = presets.CIFAR10_MEAN_BGR
-
 
 def get_config(arg=None):
   args = presets.parse_arg(arg)
@@ -38,51 +36,10 @@ def get_config(arg=None):
   if unknown:
     raise ValueError(f"Unknown config argument(s) {unknown}; known: source,"
                      " test.")
-  c = classify.base_config("caffenet")
-  presets.cifar10_encoder(c.encoder)
-
-  d = c.data
-  d.source = "cifar10"
-  d.train_split, d.eval_split = "train", "test"
-  d.resize_size = d.crop_size = 32
-  d.crop_padding = 4
-  d.mirror = True
-  d.mean = CIFAR10_MEAN_BGR
-  d.shuffle_buffer = 50_000
-
-  c.batch_size = 128
-  c.eval_batch_size = 400
+  c = classify.small_dataset_config("cifar10")
   c.num_train_steps = 5_000
-  o = c.optimizer
-  o.name = "adam"
-  o.learning_rate = 1e-3
-  o.weight_decay = 5e-4
-  o.decay_every_steps = 0
-  o.schedule = "cosine"
-  o.warmup_steps = 100
-  c.log_every_steps = 50
-  c.eval_every_steps = 1_000
-  c.checkpoint_every_steps = 500
-  c.keep_checkpoints = 2
-
   if args.get("test"):
-    _apply_test(c)
+    classify.small_dataset_test_preset(c)
   if "source" in args:
-    d.source = str(args["source"])
+    c.data.source = str(args["source"])
   return c
-
-
-def _apply_test(c):
-  """Seconds per run: the inverter `test` preset's encoder, tiny batches."""
-  c.encoder = presets.get_config("conv1", "test").encoder
-  c.data.mean = tuple(c.encoder.preprocessing.mean)
-  c.data.crop_padding = 2
-  c.data.shuffle_buffer = 64
-  c.batch_size = 16
-  c.eval_batch_size = 16
-  c.num_train_steps = 6
-  c.optimizer.warmup_steps = 0
-  c.optimizer.schedule = "constant"
-  c.log_every_steps = 2
-  c.eval_every_steps = 4
-  c.checkpoint_every_steps = 3
