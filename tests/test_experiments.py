@@ -1,4 +1,4 @@
-"""The resumable CIFAR-10 experiment driver, its stages and its report."""
+"""The resumable reproduction driver, its stages and its report."""
 
 import json
 import os
@@ -13,26 +13,32 @@ import pytest
 import tensorflow as tf
 
 from inverter import plots
-from inverter.experiments import cifar10, cifar10_report, stages
+from inverter.experiments import report, reproduction, stages
 
 from conftest import REPO_ROOT
 
 
-def build(root: pathlib.Path):
-  return cifar10.build(root, "folder:/data/cifar10", None, root / "publish",
-                       100)
+def build(root: pathlib.Path, dataset: str = "cifar10", **plan):
+  source = "folder:/data/cifar10" if dataset == "cifar10" else dataset
+  return reproduction.build(reproduction.Plan(
+      dataset=dataset, root=root, source=source, publish=root / "publish",
+      analysis_images=100, **plan))
+
+
+def last_step(layer: str = "fc6") -> int:
+  return reproduction.num_train_steps("cifar10", layer)
 
 
 def test_the_experiment_runs_every_stage_the_issue_lists_in_order(tmp_path):
   names = [s.name for s in build(tmp_path)]
   assert names[0] == "encoder" and names[-1] == "report"
   assert [n for n in names if n.startswith("inverter_")] == [
-      f"inverter_{l}" for l in (*cifar10.LAYERS, "fc8_top5")]
+      f"inverter_{l}" for l in (*reproduction.LAYERS, "fc8_top5")]
   for kind in ("autoencoder", "scratch", "random"):
     assert [n for n in names if n.startswith(kind + "_")] == [
-        f"{kind}_{l}" for l in cifar10.BASELINE_LAYERS]
+        f"{kind}_{l}" for l in reproduction.BASELINE_LAYERS]
   assert [n for n in names if n.startswith("analysis_")] == [
-      *(f"analysis_{s}" for s in cifar10.STUDIES), "analysis_baselines"]
+      *(f"analysis_{s}" for s in reproduction.STUDIES), "analysis_baselines"]
   # The studies need only the inverters; the report comes last.
   assert names.index("analysis_layers") > names.index("inverter_fc8_top5")
   assert names[-2:] == ["analysis_baselines", "report"]
@@ -43,10 +49,12 @@ def test_the_baselines_study_compares_every_kind_at_the_baseline_layers(
   stage = {s.name: s for s in build(tmp_path)}["analysis_baselines"]
   inverters = next(a for a in stage.command
                    if a.startswith("--config.inverters="))
-  for layer in cifar10.BASELINE_LAYERS:
-    assert repr(str(tmp_path / "inverters" / layer)) in inverters
-  for kind in ("autoencoders", "scratch", "random_encoder"):
-    assert repr(str(tmp_path / kind / "*")) in inverters
+  listed = inverters.split("=", 1)[1].split(",")
+  assert listed == [
+      *(str(tmp_path / "inverters" / layer)
+        for layer in reproduction.BASELINE_LAYERS),
+      *(str(tmp_path / kind / "*")
+        for kind in ("autoencoders", "scratch", "random_encoder"))]
   assert "--config=configs/analysis.py:layers" in stage.command
 
 
@@ -65,12 +73,41 @@ def test_stage_commands_are_the_published_command_lines(tmp_path):
   assert by_name["report"].done is None  # Rebuilt at every run.
 
 
+def test_one_driver_takes_the_data_set_as_an_argument(tmp_path):
+  cifar = {s.name: s for s in build(tmp_path / "c")}
+  tiny = {s.name: s for s in build(tmp_path / "t", "tiny_imagenet",
+                                   data_dir="/data/tfds")}
+  assert list(cifar) == list(tiny)
+  encoder_dir = tmp_path / "t" / "encoder" / "encoder"
+  assert tiny["inverter_fc8"].shell() == (
+      "python -m inverter.main --config=configs/fc8.py:tiny_imagenet,"
+      f"encoder={encoder_dir},source=tiny_imagenet"
+      f" --workdir={tmp_path / 't' / 'inverters' / 'fc8'}"
+      " --config.data.data_dir=/data/tfds")
+  assert tiny["encoder"].command[3] == (
+      "--config=configs/encoders/tiny_imagenet.py:source=tiny_imagenet")
+  assert "--dataset=tiny_imagenet" in tiny["report"].command
+  assert reproduction.num_train_steps("tiny_imagenet", "fc8_top5") == (
+      reproduction.num_train_steps("tiny_imagenet", "fc8"))
+
+
+def test_a_given_encoder_replaces_the_encoder_stage(tmp_path):
+  published = tmp_path / "published_encoder"
+  by_name = {s.name: s for s in build(tmp_path, encoder=published)}
+  assert f"encoder={published}," in by_name["inverter_conv1"].shell()
+  assert f"--encoder={published}" in by_name["report"].command
+  assert not by_name["encoder"].done()
+  published.mkdir()
+  (published / "metadata.json").write_text("{}")
+  assert by_name["encoder"].done()
+
+
 def test_a_stage_is_done_when_its_run_reached_the_last_step(tmp_path):
   stage = {s.name: s for s in build(tmp_path)}["inverter_conv1"]
   metrics = tmp_path / "inverters" / "conv1" / "eval" / "metrics.json"
   assert not stage.done()
   metrics.parent.mkdir(parents=True)
-  steps = cifar10._num_train_steps("conv1")
+  steps = last_step("conv1")
   metrics.write_text(json.dumps({"step": steps - 500}))
   assert not stage.done()  # an interrupted run's eval does not count
   metrics.write_text(json.dumps({"step": steps}))
@@ -195,13 +232,13 @@ def test_stage_patterns_select_and_unknown_ones_are_named(tmp_path):
   chosen = stages.select(build(tmp_path), "inverter_conv*,report")
   assert [s.name for s in chosen] == [
       *(f"inverter_conv{i}" for i in range(1, 6)), "report"]
-  with pytest.raises(ValueError, match="nonsense"):
+  with pytest.raises(stages.UnknownStageError, match="nonsense"):
     stages.select(build(tmp_path), "nonsense")
 
 
 def test_the_command_line_dry_run_lists_the_stages(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "inverter.experiments.cifar10",
+      [sys.executable, "-m", "inverter.experiments", "--dataset=cifar10",
        f"--root={tmp_path}", "--source=folder:/data/cifar10", "--dry-run",
        "--stages=encoder,analysis_*"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
@@ -238,10 +275,10 @@ def test_curves_use_the_final_evaluation_s_pair_distance(tmp_path):
   # Evaluated during training against pair distance 100, re-evaluated at
   # the end (another image order) against 125: the curve follows the mean
   # L2 error on the final scale, and ends at the table's value.
-  last = cifar10._num_train_steps("fc6")
+  last = last_step()
   write_run(tmp_path, {500: 0.8, last: 0.6}, pair_distance=100.0,
             final_pair_distance=125.0)
-  steps, values = cifar10_report.eval_curve(tmp_path)
+  steps, values = report.eval_curve(tmp_path)
   assert steps == [500, last]
   assert values == [pytest.approx(80 / 125), pytest.approx(60 / 125)]
   metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -250,7 +287,7 @@ def test_curves_use_the_final_evaluation_s_pair_distance(tmp_path):
 
 def test_report_tables_curves_and_stage_times(tmp_path):
   root, publish = tmp_path / "root", tmp_path / "publish"
-  last = cifar10._num_train_steps("fc6")
+  last = last_step()
   write_run(root / "inverters" / "conv1", {500: 0.5, last: 0.3})
   write_run(root / "inverters" / "fc6", {500: 0.8, last: 0.7})
   write_run(root / "random_encoder" / "fc6", {500: 0.9, last: 0.85})
@@ -264,8 +301,8 @@ def test_report_tables_curves_and_stage_times(tmp_path):
           command="python -m inverter.main ...", seconds=30.0, attempts=2,
           finished="2026-11-27T00:00:00+00:00", commit="def456",
           note="the first sitting was cut short")}))
-  cifar10_report.write(root, publish)
-  header, rows = cifar10_report.main_table(root)
+  report.write("cifar10", root, publish)
+  header, rows = report.main_table("cifar10", root)
   assert [r[0] for r in rows] == ["conv1", "fc6"]
   assert rows[1][header.index("fixed random encoder")] == 0.85
   assert rows[0][header.index("fixed random encoder")] is None
@@ -273,9 +310,21 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   assert "| fc6 | 0.7000 |  |  | 0.8500 |" in table
   assert (publish / "main.csv").read_text().splitlines()[1].startswith(
       "conv1,0.3")
-  assert cifar10_report.eval_curve(root / "inverters" / "fc6") == (
+  assert report.eval_curve(root / "inverters" / "fc6") == (
       [500, last], [pytest.approx(0.8), pytest.approx(0.7)])
   assert (publish / "curves.png").stat().st_size > 0
+  assert not (publish / "encoder").exists()  # none trained yet
+  encoder = root / "encoder" / "encoder"
+  (encoder / "params").mkdir(parents=True)
+  (encoder / "metadata.json").write_text("{}")
+  (encoder / "params" / "weights").write_bytes(b"w")
+  (root / "encoder" / "eval").mkdir()
+  (root / "encoder" / "eval" / "metrics.json").write_text(json.dumps(
+      {"top1": 0.5, "top5": 0.75, "num_images": 10000}))
+  report.write("cifar10", root, publish)
+  assert (publish / "encoder" / "params" / "weights").read_bytes() == b"w"
+  assert (publish / "main.md").read_text().startswith(
+      "Encoder: 50.00% top-1, 75.00% top-5 on 10,000 CIFAR-10 test images.")
   times = (publish / "stages.md").read_text()
   assert "Wall time on this machine: 0.03 h over 2 stages." in times
   assert "| inverter_conv1 | 1.5 min | 1 | abc123 |" in times
@@ -290,18 +339,18 @@ def test_an_empty_series_keeps_the_other_series_colours():
 
 
 def test_baseline_curves_have_a_panel_per_layer(tmp_path):
-  last = cifar10._num_train_steps("fc6")
+  last = last_step()
   write_run(tmp_path / "inverters" / "fc6", {500: 0.8, last: 0.7})
   write_run(tmp_path / "random_encoder" / "fc6", {500: 0.9, last: 0.85})
-  one = cifar10_report.baseline_curves(tmp_path)
+  one = report.baseline_curves("cifar10", tmp_path)
   write_run(tmp_path / "scratch" / "conv2", {500: 0.3, last: 0.2})
-  two = cifar10_report.baseline_curves(tmp_path)
+  two = report.baseline_curves("cifar10", tmp_path)
   # Panels two to a row: conv2's joins fc6's where a blank stood.
   assert one.shape == two.shape
   half = one.shape[1] // 2
   assert np.all(one[:, half:] == 255) and not np.all(two[:, :half] == 255)
   assert not np.all(one[:, :half] == 255)
-  assert cifar10_report.baseline_curves(tmp_path / "empty") is None
+  assert report.baseline_curves("cifar10", tmp_path / "empty") is None
 
 
 def test_nice_ticks_are_round_and_cover_the_range():

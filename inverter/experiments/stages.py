@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Callable, Sequence
 
+from inverter import errors
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -51,7 +53,11 @@ class Stage:
 
 
 class StageFailed(RuntimeError):
-  pass
+  """A stage exited with an error or did not finish its outputs."""
+
+
+class UnknownStageError(errors.UserError, ValueError):
+  """A --stages pattern matches no stage."""
 
 
 def select(stages: Sequence[Stage], patterns: str) -> list[Stage]:
@@ -64,7 +70,7 @@ def select(stages: Sequence[Stage], patterns: str) -> list[Stage]:
   unmatched = [p for p in wanted
                if not any(fnmatch.fnmatchcase(s.name, p) for s in stages)]
   if unmatched:
-    raise ValueError(f"No stage matches {unmatched}; stages:"
+    raise UnknownStageError(f"No stage matches {unmatched}; stages:"
                      f" {', '.join(s.name for s in stages)}.")
   return chosen
 

@@ -1,14 +1,16 @@
-r"""The report stage of the CIFAR-10 experiment: tables, curves, figures.
+r"""The report stage of a reproduction: tables, curves, figures.
 
-  python -m inverter.experiments.cifar10_report --root=ROOT \
-      --publish=docs/results/cifar10
+  python -m inverter.experiments.report --dataset=cifar10 --root=ROOT \
+      --encoder=ROOT/encoder/encoder --publish=docs/results/cifar10
 
 Reads what the other stages wrote under ROOT (missing runs become empty
 cells) and writes into --publish:
 
-* `main.md` / `main.csv`: normalized reconstruction error on the test split
-  for every layer (rows) and kind of decoder (columns), with the encoder's
-  accuracy;
+* `main.md` / `main.csv`: normalized reconstruction error on the evaluation
+  split for every layer (rows) and kind of decoder (columns), with the
+  encoder's accuracy;
+* `encoder/`: a copy of the trained encoder (a few MB, the ported-encoder
+  format), so that any inverter stage can be rerun without training it;
 * `curves.png`, `curves_baselines.png`: evaluation error against training
   step (read from each run's TensorBoard events), to show it has flattened;
 * `reconstructions.png` and the analysis studies' tables and figures
@@ -27,28 +29,34 @@ from typing import Any
 from absl import app, flags
 import numpy as np
 
-from inverter import images, plots
-from inverter.experiments import cifar10
+from inverter import cli, images, plots, presets
+from inverter.experiments import reproduction
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", None, list(reproduction.DATASETS),
+                  "The reproduction's data set.")
 flags.DEFINE_string("root", None, "The experiment's --root.")
+flags.DEFINE_string("encoder", None, "The trained encoder the inverters"
+                    " used (default ROOT/encoder/encoder).")
 flags.DEFINE_string("publish", None, "Where to write the report.")
 
 COLUMNS = {"inverter": "fixed trained encoder",
            "autoencoder": "autoencoder (fine-tuned)",
            "scratch": "autoencoder (from scratch)",
            "random": "fixed random encoder"}
-ROWS = (*cifar10.LAYERS, "fc8_top5")
+ROWS = (*reproduction.LAYERS, "fc8_top5")
+KINDS = reproduction.KINDS
 
 
-def _metrics(workdir: pathlib.Path, layer: str) -> dict[str, Any] | None:
+def _metrics(dataset: str, workdir: pathlib.Path,
+             layer: str) -> dict[str, Any] | None:
   """The final evaluation of a finished run (None while it still trains:
   its metrics.json then holds an intermediate evaluation)."""
   path = workdir / "eval" / "metrics.json"
   if not path.exists():
     return None
   metrics = json.loads(path.read_text())
-  steps = cifar10._num_train_steps("fc8" if layer == "fc8_top5" else layer)  # pylint: disable=protected-access
+  steps = reproduction.num_train_steps(dataset, layer)
   return metrics if metrics["step"] >= steps else None
 
 
@@ -85,13 +93,14 @@ def eval_curve(workdir: pathlib.Path) -> tuple[list, list]:
   return steps, [v / pair for v in l2]
 
 
-def main_table(root: pathlib.Path) -> tuple[list[str], list[list[Any]]]:
+def main_table(dataset: str, root: pathlib.Path
+               ) -> tuple[list[str], list[list[Any]]]:
   header = ["layer", *COLUMNS.values()]
   rows = []
   for layer in ROWS:
     row: list[Any] = [layer]
     for kind in COLUMNS:
-      metrics = _metrics(root / cifar10.KINDS[kind] / layer, layer)
+      metrics = _metrics(dataset, root / KINDS[kind] / layer, layer)
       row.append(None if metrics is None
                  else round(metrics["normalized_error"], 4))
     if any(v is not None for v in row[1:]):
@@ -117,34 +126,38 @@ def _write_table(publish: pathlib.Path, name: str, header, rows,
     writer.writerows(rows)
 
 
-def _curves(root: pathlib.Path, kinds_layers: list[tuple[str, str]],
-            title: str):
+def _y_label(dataset: str) -> str:
+  return f"normalized error ({presets.SMALL_DATASETS[dataset]['eval_split']})"
+
+
+def _curves(dataset: str, root: pathlib.Path,
+            kinds_layers: list[tuple[str, str]], title: str):
   series = {}
   for kind, layer in kinds_layers:
-    steps, values = eval_curve(root / cifar10.KINDS[kind] / layer)
+    steps, values = eval_curve(root / KINDS[kind] / layer)
     if steps:
       series[layer if kind == "inverter" else f"{layer} {kind}"] = (
           steps, values)
   if not series:
     return None
   return plots.line_chart(series, title=title, x_label="training step",
-                          y_label="normalized error (test)")
+                          y_label=_y_label(dataset))
 
 
-def baseline_curves(root: pathlib.Path):
+def baseline_curves(dataset: str, root: pathlib.Path):
   """One panel per baseline layer, each with every kind of decoder, in the
   same colour in every panel; None while no baseline has been evaluated."""
   panels = []
-  for layer in cifar10.BASELINE_LAYERS:
+  for layer in reproduction.BASELINE_LAYERS:
     series = {}
     for kind, name in COLUMNS.items():
-      steps, values = eval_curve(root / cifar10.KINDS[kind] / layer)
+      steps, values = eval_curve(root / KINDS[kind] / layer)
       # An empty series keeps the kind's colour the same in every panel.
       series[name] = (steps, values)
     if any(steps for steps, _ in series.values()):
       panels.append(plots.line_chart(
           series, title=layer, x_label="training step",
-          y_label="normalized error (test)", width=620, height=360))
+          y_label=_y_label(dataset), width=620, height=360))
   if not panels:
     return None
   blank = np.full_like(panels[0], 255)
@@ -173,27 +186,44 @@ def _stages_md(root: pathlib.Path) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write(root: pathlib.Path, publish: pathlib.Path) -> None:
+def _publish_encoder(encoder: pathlib.Path, publish: pathlib.Path) -> None:
+  """A copy of the trained encoder in publish/encoder (unless it is that)."""
+  target = publish / "encoder"
+  if not (encoder / "metadata.json").exists() or (
+      target.resolve() == encoder.resolve()):
+    return
+  if target.exists():
+    shutil.rmtree(target)
+  shutil.copytree(encoder, target)
+
+
+def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
+          encoder: pathlib.Path | None = None) -> None:
   publish.mkdir(parents=True, exist_ok=True)
-  encoder = (root / "encoder" / "eval" / "metrics.json")
+  spec = presets.SMALL_DATASETS[dataset]
+  metrics_path = root / "encoder" / "eval" / "metrics.json"
   preface = ""
-  if encoder.exists():
-    m = json.loads(encoder.read_text())
+  if metrics_path.exists():
+    m = json.loads(metrics_path.read_text())
     preface = (f"Encoder: {100 * m['top1']:.2f}% top-1, {100 * m['top5']:.2f}%"
-               f" top-5 on {m['num_images']} CIFAR-10 test images.\n\n"
-               "Normalized reconstruction error on the 10,000 test images"
+               f" top-5 on {m['num_images']:,} {spec['title']}"
+               f" {spec['eval_split']} images.\n\n"
+               "Normalized reconstruction error on the"
+               f" {m['num_images']:,} {spec['eval_split']} images"
                " (lower is better):\n\n")
-  header, rows = main_table(root)
+  _publish_encoder(encoder or root / "encoder" / "encoder", publish)
+  header, rows = main_table(dataset, root)
   _write_table(publish, "main", header, rows, preface)
-  chart = _curves(root, [("inverter", l) for l in cifar10.LAYERS],
+  chart = _curves(dataset, root,
+                  [("inverter", l) for l in reproduction.LAYERS],
                   "Inverters of the trained encoder")
   if chart is not None:
     images.write_png(publish / "curves.png", chart)
-  chart = baseline_curves(root)
+  chart = baseline_curves(dataset, root)
   if chart is not None:
     images.write_png(publish / "curves_baselines.png", chart)
   analysis = root / "analysis"
-  studies = {study: analysis / study for study in cifar10.STUDIES}
+  studies = {study: analysis / study for study in reproduction.STUDIES}
   studies["baselines"] = root / "analysis_baselines" / "layers"
   for name, source in studies.items():
     if source.exists():
@@ -210,10 +240,11 @@ def write(root: pathlib.Path, publish: pathlib.Path) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  write(pathlib.Path(FLAGS.root), pathlib.Path(FLAGS.publish))
+  write(FLAGS.dataset, pathlib.Path(FLAGS.root), pathlib.Path(FLAGS.publish),
+        pathlib.Path(FLAGS.encoder) if FLAGS.encoder else None)
   print(f"Report written to {FLAGS.publish}")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["root", "publish"])
-  app.run(main)
+  flags.mark_flags_as_required(["dataset", "root", "publish"])
+  cli.run(main)

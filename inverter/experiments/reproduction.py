@@ -1,0 +1,167 @@
+"""The paper's findings on a small data set, end to end, as resumable stages.
+
+`build(plan)` lists every stage of one reproduction (run them with
+`python -m inverter.experiments`, see __main__.py). A data set is an
+argument, not a copy: cifar10 and tiny_imagenet (inverter.presets.
+SMALL_DATASETS) take the same stages, with `configs/encoders/<data set>.py`
+and the inverter preset `<data set>`.
+
+Stages, in order (each an ordinary command line):
+
+1. `encoder`: the reduced AlexNet-shaped encoder trained on the data set as a
+   classifier, exported to ROOT/encoder/encoder (skipped when --encoder
+   names an encoder trained before, e.g. a published one).
+2. `inverter_<layer>` for conv1..conv5, fc6, fc7, fc8, prob, and
+   `inverter_fc8_top5`: decoders for the frozen trained encoder
+   (`configs/<layer>.py:<data set>,encoder=ENCODER`).
+3. `analysis_<study>`: the studies (`python -m inverter.analysis`) on the
+   trained-encoder inverters, on the same evaluation images.
+4. `autoencoder_<layer>` (conv2, conv5, fc6, fc8): the paper's autoencoder,
+   the encoder fine-tuned with the decoder from its trained weights;
+   `scratch_<layer>`: the same from random initialisation; `random_<layer>`:
+   a decoder for the frozen, untrained encoder (what the architecture alone
+   keeps).
+5. `analysis_baselines`: the `layers` study over all four kinds of decoder
+   at the baseline layers, their reconstructions side by side.
+6. `report`: tables, curves and figures in --publish (default
+   docs/results/<data set>), with the commands, wall times and git commits
+   of every stage.
+
+A stage whose outputs exist is skipped; an interrupted one is run again and
+its training resumes exactly. Every run uses seed 0 (config.seed and
+encoder.init_seed); evaluation uses the whole evaluation split, the
+analysis `analysis_images` of its images, the same for every row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+from inverter import presets
+from inverter.experiments import stages as stages_lib
+
+DATASETS = tuple(presets.SMALL_DATASETS)
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8",
+          "prob")
+BASELINE_LAYERS = ("conv2", "conv5", "fc6", "fc8")
+STUDIES = ("layers", "perturb", "interpolate", "sample", "topk",
+           "color_position")
+# Workdir groups under ROOT, one per kind of decoder (report column order).
+KINDS = {
+    "inverter": "inverters",       # frozen trained encoder
+    "autoencoder": "autoencoders",  # encoder fine-tuned from trained weights
+    "scratch": "scratch",          # encoder trained from random init
+    "random": "random_encoder",    # frozen random encoder
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """One reproduction: which data set, from where, and where it writes."""
+  dataset: str
+  root: pathlib.Path
+  source: str  # data.source: a TFDS name or folder:PATH
+  data_dir: str | None = None  # TFDS data_dir
+  # A trained encoder to use instead of the `encoder` stage's.
+  encoder: pathlib.Path | None = None
+  publish: pathlib.Path | None = None
+  analysis_images: int = 1000
+
+  def __post_init__(self):
+    if self.dataset not in DATASETS:
+      raise ValueError(f"Unknown data set {self.dataset!r}; one of"
+                       f" {', '.join(DATASETS)}.")
+
+  @property
+  def encoder_dir(self) -> pathlib.Path:
+    return self.encoder or self.root / "encoder" / "encoder"
+
+  @property
+  def publish_dir(self) -> pathlib.Path:
+    return self.publish or (stages_lib.REPO_ROOT / "docs" / "results"
+                            / self.dataset)
+
+
+def num_train_steps(dataset: str, layer: str) -> int:
+  """The training steps of a `layer` inverter of the `dataset` preset."""
+  layer = "fc8" if layer == "fc8_top5" else layer
+  return presets.get_config(layer, dataset).num_train_steps
+
+
+def steps_done(workdir: pathlib.Path, steps: int) -> bool:
+  """Whether the run in `workdir` has evaluated its final step."""
+  metrics = workdir / "eval" / "metrics.json"
+  return metrics.exists() and json.loads(metrics.read_text())["step"] >= steps
+
+
+def build(plan: Plan) -> list[stages_lib.Stage]:
+  """Every stage of the reproduction, in order."""
+  py = stages_lib.PYTHON
+  root, dataset, source = plan.root, plan.dataset, plan.source
+  data_flags = ([f"--config.data.data_dir={plan.data_dir}"]
+                if plan.data_dir else [])
+  encoder_dir = plan.encoder_dir
+  out = [stages_lib.Stage(
+      "encoder",
+      (py, "-m", "inverter.main",
+       f"--config=configs/encoders/{dataset}.py:source={source}",
+       f"--workdir={root / 'encoder'}", *data_flags),
+      done=lambda: (encoder_dir / "metadata.json").exists(),
+      description=f"{dataset} encoder trained as a classifier")]
+
+  def inverter_stage(kind: str, layer: str, config: str, *extra: str):
+    workdir = root / KINDS[kind] / layer
+    steps = num_train_steps(dataset, layer)
+    return stages_lib.Stage(
+        f"{kind}_{layer}",
+        (py, "-m", "inverter.main", f"--config={config}",
+         f"--workdir={workdir}", *data_flags, *extra),
+        done=lambda: steps_done(workdir, steps))
+
+  trained = f"encoder={encoder_dir},source={source}"
+  for layer in (*LAYERS, "fc8_top5"):
+    out.append(inverter_stage("inverter", layer,
+                              f"configs/{layer}.py:{dataset},{trained}"))
+  analysis_dir = root / "analysis"
+  inverters = root / KINDS["inverter"] / "*"
+  for study in STUDIES:
+    out.append(stages_lib.Stage(
+        f"analysis_{study}",
+        (py, "-m", "inverter.analysis", f"--config=configs/analysis.py:{study}",
+         f"--config.inverters={inverters}",
+         f"--config.num_images={plan.analysis_images}",
+         f"--workdir={analysis_dir}"),
+        done=lambda s=study: (analysis_dir / s / "results.json").exists()))
+  for layer in BASELINE_LAYERS:
+    out.append(inverter_stage("autoencoder", layer,
+                              f"configs/{layer}.py:{dataset},{trained}",
+                              "--config.train_encoder=True"))
+  for layer in BASELINE_LAYERS:
+    out.append(inverter_stage("scratch", layer,
+                              f"configs/{layer}.py:{dataset},source={source}",
+                              "--config.train_encoder=True"))
+  for layer in BASELINE_LAYERS:
+    out.append(inverter_stage("random", layer,
+                              f"configs/{layer}.py:{dataset},source={source}"))
+  baselines = [str(root / KINDS["inverter"] / layer)
+               for layer in BASELINE_LAYERS] + [
+                   str(root / KINDS[kind] / "*")
+                   for kind in ("autoencoder", "scratch", "random")]
+  baselines_dir = root / "analysis_baselines"
+  out.append(stages_lib.Stage(
+      "analysis_baselines",
+      (py, "-m", "inverter.analysis", "--config=configs/analysis.py:layers",
+       f"--config.inverters={','.join(baselines)}",
+       f"--config.num_images={plan.analysis_images}",
+       f"--workdir={baselines_dir}"),
+      done=lambda: (baselines_dir / "layers" / "results.json").exists()))
+  out.append(stages_lib.Stage(
+      "report",
+      (py, "-m", "inverter.experiments.report", f"--dataset={dataset}",
+       f"--root={root}", f"--encoder={encoder_dir}",
+       f"--publish={plan.publish_dir}"),
+      done=None,  # Cheap; always rewritten from what exists.
+      description="tables and figures"))
+  return out
