@@ -73,6 +73,12 @@ def get_config(study=None):
   c.topk = ml_collections.ConfigDict(dict(k=5))
   c.color_position = ml_collections.ConfigDict(dict(
       blur_size=8,
+      # Rough contours: Sobel magnitude of the grey image at this size.
+      edge_size=16,
+      # Compare with the data set's and the true class's mean image (from
+      # the training split), where the images have labels.
+      class_references=True,
+      reference_images=-1,  # Training images for the means; -1: all.
       # Translations as fractions of the input size (each left, right, up,
       # down).
       shifts=(0.0625, 0.125),

@@ -20,8 +20,8 @@ from PIL import Image
 
 from configs import analysis as analysis_config
 from conftest import REPO_ROOT
-from inverter.analysis import (classes, color_position, common, run_study,
-                               sample)
+from inverter.analysis import (class_references, classes, color_position,
+                               common, measures, run_study, sample)
 import tiny_inverters
 
 ALL = ("conv1", "fc8", "fc8_top5")
@@ -187,6 +187,87 @@ def test_color_position_separates_layout_from_detail(tiny, tmp_path):
     # The estimator recovers the inputs' own shifts exactly.
     assert position["estimator_on_inputs"] == {"follow_ratio": 1.0,
                                                "shift_error_px": 0.0}
+
+
+def write_two_colour_classes(root, per_class=6, seed=0):
+  """An ImageFolder ROOT/{train,test}/{red,blue}/: each class one picture
+  (its colour, split by a vertical or a horizontal edge) plus a little noise,
+  so that its class mean image predicts any of its images almost exactly and
+  the overall mean does not."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[:40, :48]
+  base = {"red": np.array([180, 40, 40]) + 60.0 * (x >= 24)[..., None],
+          "blue": np.array([30, 60, 190]) + 60.0 * (y >= 20)[..., None]}
+  for split in ("train", "test"):
+    for name, picture in base.items():
+      folder = root / split / name
+      folder.mkdir(parents=True)
+      for i in range(per_class):
+        pixels = picture + rng.normal(0, 4, (40, 48, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+            folder / f"{i}.png")
+
+
+def test_color_position_measures_against_class_only_references(tiny,
+                                                               tmp_path):
+  write_two_colour_classes(tmp_path / "classes")
+  config = study_config("color_position", tiny, ("conv1", "fc8"))
+  config.data.source = f"folder:{tmp_path / 'classes'}"
+  config.data.split = "test"
+  config.num_images = 12
+  config.batch_size = 6
+  results = run_study(config, str(tmp_path / "out"))
+  saved = check_outputs(tmp_path / "out" / "color_position", results, 4)
+  (refs,) = saved["references"]
+  error = lambda errs, kind: errs[kind]["normalized_error"]
+  for kind in ("full", "blurred", "edges"):
+    # Knowing the class predicts these images far better than not knowing.
+    assert error(refs["class_mean"], kind) < 0.25 * error(
+        refs["dataset_mean"], kind)
+  for entry in saved["inverters"]:
+    assert entry["over_class_mean"]["blurred"] == pytest.approx(
+        error(entry, "blurred") / error(refs["class_mean"], "blurred"))
+    assert entry["over_class_mean"]["edges"] == pytest.approx(
+        error(entry, "edges") / error(refs["class_mean"], "edges"))
+  with open(tmp_path / "out" / "color_position" / "table.csv") as f:
+    rows = {row[0]: row for row in csv.reader(f)}
+  assert float(rows["reference: mean image of the true class"][5]) == 1.0
+  assert float(rows["reference: data set mean image"][5]) > 4.0
+
+
+def test_class_references_are_the_mean_training_image_of_each_class(
+    tiny, tmp_path):
+  write_two_colour_classes(tmp_path / "classes", per_class=3, seed=1)
+  config = study_config("color_position", tiny, ("conv1",))
+  config.data.source = f"folder:{tmp_path / 'classes'}"
+  config.data.split = "test"
+  config.batch_size = 4
+  inv = common.load_inverters(config)[0]
+  refs = class_references.compute(inv, config, edge_size=8)
+  assert list(refs.counts) == [3, 3]  # blue, red: sorted class names
+  for index, name in enumerate(("blue", "red")):
+    photos = [np.asarray(Image.open(p)) for p in
+              sorted((tmp_path / "classes" / "train" / name).iterdir())]
+    targets = inv.target(inv.preprocess(photos))
+    images, edges = refs.class_means(np.array([index]))
+    np.testing.assert_allclose(images[0], targets.mean(0), atol=1e-3)
+    np.testing.assert_allclose(
+        edges[0], measures.edge_map(targets, 8).mean(0), atol=1e-3)
+  overall, _ = refs.overall_means()
+  np.testing.assert_allclose(overall[0], refs.class_means(
+      np.array([0, 1]))[0].mean(0), atol=1e-3)
+
+
+def test_edge_maps_find_contours_and_ignore_constant_offsets():
+  step = np.zeros((1, 32, 32, 3), np.float32)
+  step[:, :, 16:] = 100.0
+  edges = measures.edge_map(step, 16)[0, :, :, 0]
+  assert edges.shape == (16, 16)
+  assert set(np.argmax(edges, axis=1)) <= {7, 8}  # the step, in every row
+  assert np.abs(edges[:, :5]).max() < 1e-3 and edges[:, 7:9].min() > 50
+  np.testing.assert_allclose(measures.edge_map(step - 60.0, 16),
+                             measures.edge_map(step, 16), atol=1e-3)
+  assert np.abs(measures.edge_map(np.full_like(step, 7.0), 16)).max() < 1e-3
 
 
 def test_a_study_without_the_layer_it_needs_says_what_to_train(tiny):

@@ -178,32 +178,46 @@ def num_batches(inv: Inverter, config: ml_collections.ConfigDict) -> int:
                                    local_batch_size=config.batch_size)
 
 
-# Study images by (data config, batch size): every inverter with the same
-# preprocessing, and every later study in the process, reuses them.
-_IMAGES: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+# Study images by (data config, batch size, labels): every inverter with the
+# same preprocessing, and every later study in the process, reuses them.
+_IMAGES: dict[str, list[tuple[np.ndarray, ...]]] = {}
 _IMAGE_CACHE_BYTES = 1 << 30
 
 
-def batches(inv: Inverter, config: ml_collections.ConfigDict
-            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """(preprocessed images [B, S, S, 3], mask [B]); the last batch is padded
-  with masked-out zero images."""
+def _cached_batches(inv: Inverter, config: ml_collections.ConfigDict,
+                    with_labels: bool) -> Iterator[tuple[np.ndarray, ...]]:
   data = data_config(inv, config)
-  key = json.dumps([data.to_dict(), config.batch_size], sort_keys=True,
-                   default=str)
+  key = json.dumps([data.to_dict(), config.batch_size, with_labels],
+                   sort_keys=True, default=str)
   if key in _IMAGES:
     yield from _IMAGES[key]
     return
   kept, size = [], 0
-  for batch in data_lib.eval_iterator(data,
-                                      local_batch_size=config.batch_size):
-    item = np.asarray(batch["image"]), np.asarray(batch["mask"], bool)
+  for batch in data_lib.eval_iterator(data, local_batch_size=config.batch_size,
+                                      with_labels=with_labels):
+    item = (np.asarray(batch["image"]), np.asarray(batch["mask"], bool))
+    if with_labels:
+      item += (np.asarray(batch["label"]),)
     size += item[0].nbytes
     if kept is not None:
       kept = kept + [item] if size <= _IMAGE_CACHE_BYTES else None
     yield item
   if kept is not None:
     _IMAGES[key] = kept
+
+
+def batches(inv: Inverter, config: ml_collections.ConfigDict
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(preprocessed images [B, S, S, 3], mask [B]); the last batch is padded
+  with masked-out zero images."""
+  yield from _cached_batches(inv, config, with_labels=False)
+
+
+def labelled_batches(inv: Inverter, config: ml_collections.ConfigDict
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """As `batches`, plus each image's class index [B] (0 for padding); for
+  sources with labels only."""
+  yield from _cached_batches(inv, config, with_labels=True)
 
 
 def first_images(inv: Inverter, config: ml_collections.ConfigDict,
