@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from inverter import plots
 from inverter.experiments import report, reproduction, stages
@@ -321,10 +322,24 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   (root / "encoder" / "eval").mkdir()
   (root / "encoder" / "eval" / "metrics.json").write_text(json.dumps(
       {"top1": 0.5, "top5": 0.75, "num_images": 10000}))
+  writer = tf.summary.create_file_writer(str(root / "encoder"))
+  with writer.as_default():
+    for step, top1 in ((1000, 0.3), (5000, 0.5)):
+      tf.summary.scalar("eval/top1", top1, step=step)
+      tf.summary.scalar("eval/top5", top1 + 0.25, step=step)
+  writer.close()
   report.write("cifar10", root, publish)
   assert (publish / "encoder" / "params" / "weights").read_bytes() == b"w"
+  with Image.open(publish / "encoder_accuracy.png") as chart:
+    assert chart.size == (760, 440)
   assert (publish / "main.md").read_text().startswith(
       "Encoder: 50.00% top-1, 75.00% top-5 on 10,000 CIFAR-10 test images.")
+  # Change over the last fifth: from the first evaluation at or after 4/5
+  # of the run (but before its end) to the end.
+  flattening = (publish / "flattening.csv").read_text().splitlines()
+  assert flattening[1:] == [f"inverter_conv1,500,0.5,{last},0.3,-40.0",
+                            f"inverter_fc6,500,0.8,{last},0.7,-12.5",
+                            f"random_fc6,500,0.9,{last},0.85,-5.56"]
   times = (publish / "stages.md").read_text()
   assert "Wall time on this machine: 0.03 h over 2 stages." in times
   assert "| inverter_conv1 | 1.5 min | 1 | abc123 |" in times

@@ -12,7 +12,11 @@ cells) and writes into --publish:
 * `encoder/`: a copy of the trained encoder (a few MB, the ported-encoder
   format), so that any inverter stage can be rerun without training it;
 * `curves.png`, `curves_baselines.png`: evaluation error against training
-  step (read from each run's TensorBoard events), to show it has flattened;
+  step (read from each run's TensorBoard events), to show it has flattened,
+  and `flattening.md` / `.csv`: each run's change of error over its last
+  fifth of training;
+* `encoder_accuracy.png`: the encoder's top-1 and top-5 accuracy against
+  its training step;
 * `reconstructions.png` and the analysis studies' tables and figures
   (`analysis/<study>/`);
 * `stages.md`: every stage's exact command, wall time and git commit.
@@ -186,6 +190,40 @@ def _stages_md(root: pathlib.Path) -> str:
   return "\n".join(lines) + "\n"
 
 
+def encoder_curve(dataset: str, root: pathlib.Path):
+  """The encoder's evaluation accuracy (%) against its training step; None
+  before its first evaluation."""
+  series = {}
+  for k in ("top1", "top5"):
+    steps, values = scalar_curve(root / "encoder", f"eval/{k}")
+    series[f"top-{k[-1]}"] = (steps, [100 * v for v in values])
+  if not any(steps for steps, _ in series.values()):
+    return None
+  split = presets.SMALL_DATASETS[dataset]["eval_split"]
+  return plots.line_chart(series, title="Encoder accuracy",
+                          x_label="training step",
+                          y_label=f"accuracy, % ({split})")
+
+
+def flattening_table(root: pathlib.Path) -> tuple[list[str], list[list[Any]]]:
+  """Per finished run: the error at the first evaluation in the last fifth
+  of training, at the end, and the relative change between them."""
+  header = ["run", "step at 4/5", "error at 4/5", "final step",
+            "final error", "change over the last fifth, %"]
+  rows = []
+  for kind in COLUMNS:
+    for layer in ROWS:
+      steps, values = eval_curve(root / KINDS[kind] / layer)
+      if len(steps) < 2:
+        continue
+      i = next(i for i, step in enumerate(steps) if step >= 0.8 * steps[-1])
+      i = min(i, len(steps) - 2)
+      rows.append([f"{kind}_{layer}", steps[i], round(values[i], 4),
+                   steps[-1], round(values[-1], 4),
+                   round(100 * (values[-1] - values[i]) / values[i], 2)])
+  return header, rows
+
+
 def _publish_encoder(encoder: pathlib.Path, publish: pathlib.Path) -> None:
   """A copy of the trained encoder in publish/encoder (unless it is that)."""
   target = publish / "encoder"
@@ -222,6 +260,12 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
   chart = baseline_curves(dataset, root)
   if chart is not None:
     images.write_png(publish / "curves_baselines.png", chart)
+  chart = encoder_curve(dataset, root)
+  if chart is not None:
+    images.write_png(publish / "encoder_accuracy.png", chart)
+  header, rows = flattening_table(root)
+  if rows:
+    _write_table(publish, "flattening", header, rows)
   analysis = root / "analysis"
   studies = {study: analysis / study for study in reproduction.STUDIES}
   studies["baselines"] = root / "analysis_baselines" / "layers"
