@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from inverter import encoder_weights, presets
+from inverter import encoder_weights, errors, presets
 from inverter.port import common, download
 from inverter.port.common import PortError, Ported
 
