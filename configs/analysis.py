@@ -4,8 +4,8 @@ r"""The paper's studies on trained inverters (python -m inverter.analysis).
       --config.inverters=/tmp/conv1,/tmp/fc6,/tmp/fc8 \
       --workdir=/tmp/analysis
 
-STUDY is one of layers, perturb, interpolate, sample, topk, color_position
-(see inverter/analysis/__init__.py). `inverters` takes workdirs (local or
+STUDY is one of layers, perturb, interpolate, sample, topk, color_position,
+optimization (see inverter/analysis/__init__.py). `inverters` takes workdirs (local or
 gs://) or globs, comma-separated or as a Python tuple, e.g.
 --config.inverters='/tmp/demo_*' or --config.inverters=/tmp/a,/tmp/b. Examples:
 
@@ -34,7 +34,7 @@ images ('folder:PATH', 'builtin:skimage' or a TFDS name).
 import ml_collections
 
 STUDIES = ("layers", "perturb", "interpolate", "sample", "topk",
-           "color_position")
+           "color_position", "optimization")
 
 
 def get_config(study=None):
@@ -84,4 +84,19 @@ def get_config(study=None):
       shifts=(0.0625, 0.125),
       num_images=8,
   ))
+  c.optimization = ml_collections.ConfigDict(dict(
+      methods=("decoder", "optimize", "hybrid"),
+      # Mahendran & Vedaldi's schedule (inverter/optimization.py).
+      iterations=300,
+      final_iterations=50,
+      feature_weight=0.0,  # C; 0 = the per-layer default
+      feature_weights=(),  # a sweep: one M&V row per C, e.g. (1, 20, 100)
+      anchor_weight=0.0,  # the hybrid's pull to the decoder's output
+      jitter=-1,  # -1 = M&V's max(round(stride / 4), 1)
+      seed=0,
+  ))
+  if study == "optimization":
+    # Each image costs hundreds of encoder passes: a smaller default set.
+    c.num_images = 64
+    c.num_figure_images = 2
   return c

@@ -10,6 +10,12 @@ TPU cores restores on one CPU) and returns an `Inverter`:
   feats = inv.features(images)               # uint8 RGB, any size
   recons = inv.invert(feats)                 # uint8 RGB at the decoder size
   recons = inv.reconstruct(images)           # both at once
+  recons = inv.reconstruct(images, method="optimize")  # or "hybrid"
+
+`method` picks how features become an image: "decoder" (the trained
+decoder, one forward pass), "optimize" (Mahendran & Vedaldi's optimisation
+from noise, see inverter/optimization.py) or "hybrid" (that optimisation
+started from the decoder's reconstruction).
 
 Images are file paths (local or gs://), PIL images or uint8 RGB arrays: one
 image, a batch [N, H, W, 3], or a list of images of different sizes
@@ -22,8 +28,10 @@ any number of images works and nothing recompiles between calls.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -31,10 +39,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from absl import logging
 from etils import epath
 
 from inverter import encoder_weights as encoder_weights_lib
-from inverter import checkpointing, feature_transforms, presets
+from inverter import checkpointing, feature_transforms, optimization, presets
 from inverter import images as images_lib
 from inverter import data as data_lib
 from inverter import train
@@ -189,17 +198,90 @@ class Inverter:
     out = self.encode(self.preprocess(images))
     return out[0] if images_lib.is_single(images) else out
 
-  def invert(self, features: np.ndarray) -> np.ndarray:
-    """Features ([N, ...], or one example) -> uint8 RGB reconstructions."""
+  def invert(self, features: np.ndarray, method: str = "decoder",
+             settings: optimization.Settings | None = None) -> np.ndarray:
+    """Features ([N, ...], or one example) -> uint8 RGB reconstructions, by
+    `method` (decoder, optimize or hybrid; `settings` for the last two)."""
     f = np.asarray(features, np.float32)
     single = f.shape == self.feature_shape
-    out = self.to_rgb(self.decode(f[None] if single else f))
+    out = self.to_rgb(self.decode_by(method, f[None] if single else f,
+                                     settings))
     return out[0] if single else out
 
-  def reconstruct(self, images: images_lib.Images) -> np.ndarray:
-    """Image(s) (paths, PIL or uint8 RGB) -> uint8 RGB reconstructions."""
-    out = self.to_rgb(self.decode(self.encode(self.preprocess(images))))
+  def reconstruct(self, images: images_lib.Images, method: str = "decoder",
+                  settings: optimization.Settings | None = None
+                  ) -> np.ndarray:
+    """Image(s) (paths, PIL or uint8 RGB) -> uint8 RGB reconstructions, by
+    `method` (decoder, optimize or hybrid; `settings` for the last two)."""
+    feats = self.encode(self.preprocess(images))
+    out = self.to_rgb(self.decode_by(method, feats, settings))
     return out[0] if images_lib.is_single(images) else out
+
+  # ------------------------------------------------------------ optimisation
+
+  @functools.cached_property
+  def problem(self) -> optimization.Problem:
+    """What optimisation-based inversion matches: this inverter's encoder,
+    tap and feature transform."""
+    return optimization.problem_for(self.exp)
+
+  def decode_by(self, method: str, features: np.ndarray,
+                settings: optimization.Settings | None = None) -> np.ndarray:
+    """Features [N, ...] -> reconstructions in the network's input space at
+    output_size, by the trained decoder, M&V's optimisation, or the hybrid
+    (the optimisation started from, and by `anchor_weight` held near, the
+    decoder's reconstruction)."""
+    if method not in optimization.METHODS:
+      raise optimization.OptimizationError(
+          f"Unknown method {method!r}; use one of"
+          f" {', '.join(optimization.METHODS)}.")
+    if method == "decoder":
+      return self.decode(features)
+    settings = settings or optimization.Settings()
+    start = None
+    if method == "hybrid":
+      settings = dataclasses.replace(settings, init="image")
+      start = self.to_input_size(self.decode(features))
+    elif settings.init == "image":
+      raise optimization.OptimizationError(
+          "init='image' needs start images: use method='hybrid', or"
+          " optimize(features, start=...).")
+    return self.target(self.optimize(features, settings, start)["image"])
+
+  def to_input_size(self, images: np.ndarray) -> np.ndarray:
+    """Decoder-size images -> the encoder's input size (antialiased)."""
+    images = np.asarray(images, np.float32)
+    if images.shape[1] == self.input_size:
+      return images
+    shape = (len(images), self.input_size, self.input_size, 3)
+    return np.asarray(jax.image.resize(images, shape, "linear",
+                                       antialias=True))
+
+  def optimize(self, features: np.ndarray,
+               settings: optimization.Settings | None = None,
+               start: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Optimisation-based inversion of features [N, ...]: `image` (the
+    network's input space, input_size), `energy` and `feature_error`
+    (||phi(x) - phi0|| / ||phi0||) per image. Runs in chunks of batch_size
+    (padded, so nothing recompiles), logging progress."""
+    settings = settings or optimization.Settings()
+    f = np.asarray(features, np.float32)
+    b, outs, begun = self.batch_size, [], time.monotonic()
+    for first in range(0, len(f), b):
+      chunk = _pad_to(f[first:first + b], b)
+      start_chunk = None if start is None else _pad_to(
+          np.asarray(start[first:first + b], np.float32), b)
+      got = optimization.invert(settings, self.problem, chunk, start_chunk)
+      count = min(b, len(f) - first)
+      outs.append({k: v[:count] for k, v in got.items()})
+      done = first + count
+      elapsed = time.monotonic() - begun
+      logging.info("%s: optimised %d/%d images, %.2f s per image, ETA %.0fs",
+                   self.name, done, len(f), elapsed / done,
+                   elapsed / done * (len(f) - done))
+    if not outs:
+      raise images_lib.ImageInputError(f"{self.name}: no features given.")
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
   def _batched(self, fn, params: Any, x: np.ndarray) -> np.ndarray:
     """Runs `fn(params, chunk)` over fixed-size, zero-padded chunks."""
@@ -214,6 +296,13 @@ class Inverter:
     if not outs:
       raise ValueError(f"{self.name}: no images given.")
     return np.concatenate(outs)
+
+
+def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
+  """`x` with its last row repeated up to `size` rows."""
+  if len(x) == size:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
 
 
 def load(path: str | os.PathLike, *, encoder_weights: str | None = None,

@@ -66,10 +66,9 @@ from inverter import errors, feature_transforms
 METHODS = ("decoder", "optimize", "hybrid")
 INITS = ("noise", "mean", "image")
 
-# C per layer: the values of the authors' sweep {1, 20, 100, 300}
-# (nnpreimage, experiments/exp_all.m) that gave the lowest image error on
-# 64 Tiny ImageNet validation images (not the study's) for the trained
-# small encoder of docs/results/tiny_imagenet; see docs/optimization.md.
+# C per layer, from the values of the authors' sweep {1, 20, 100, 300}
+# (nnpreimage, experiments/exp_all.m); docs/optimization.md says how each
+# was chosen.
 FEATURE_WEIGHTS = {"conv1": 300.0, "conv2": 300.0, "conv3": 300.0,
                    "conv4": 300.0, "conv5": 100.0, "fc6": 100.0,
                    "fc7": 100.0, "fc8": 20.0, "prob": 20.0}
@@ -321,6 +320,25 @@ def energy(settings: Settings, problem: Problem, images: np.ndarray,
                             jnp.asarray(target, jnp.float32), anchor))
 
 
+@functools.lru_cache(maxsize=32)
+def compiled(settings: Settings, problem: Problem, target_shape: tuple[int, ...]):
+  """The optimisation compiled ahead of time for targets of `target_shape`
+  (cached): call it first to keep compilation out of a timing."""
+  data = NamedSharding(problem.mesh, P("data"))
+  rep = NamedSharding(problem.mesh, P())
+  size = problem.input_size
+  images = jax.ShapeDtypeStruct((target_shape[0], size, size, 3),
+                                jnp.float32, sharding=data)
+  abstract = (
+      jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                  sharding=rep),
+                   problem.encoder_params),
+      jax.ShapeDtypeStruct(target_shape, jnp.float32, sharding=data),
+      images, images,
+      jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep))
+  return _program(settings, problem).lower(*abstract).compile()
+
+
 def initial_images(settings: Settings, shape: tuple[int, ...],
                    key: jax.Array) -> jax.Array:
   """M&V's start: uniform noise whose 95th percentile is B / sqrt(3)
@@ -354,7 +372,8 @@ def invert(settings: Settings, problem: Problem, target: np.ndarray,
   else:
     start = initial_images(settings, shape, jax.random.fold_in(key, 7))
   anchor = start if anchor is None else jnp.asarray(anchor, jnp.float32)
-  image, energy, error = _program(settings, problem)(
+  program = compiled(settings, problem, tuple(target.shape))
+  image, energy, error = program(
       problem.encoder_params, jnp.asarray(target, jnp.float32), start,
       anchor, key)
   return dict(image=np.asarray(image), energy=np.asarray(energy),

@@ -270,6 +270,49 @@ def test_edge_maps_find_contours_and_ignore_constant_offsets():
   assert np.abs(measures.edge_map(np.full_like(step, 7.0), 16)).max() < 1e-3
 
 
+def test_optimization_compares_three_methods_on_the_same_images(tiny,
+                                                                tmp_path):
+  config = study_config("optimization", tiny, ("conv1", "fc8"))
+  config.optimization.iterations = 4
+  config.optimization.final_iterations = 2
+  results = run_study(config, str(tmp_path))
+  saved = check_outputs(tmp_path / "optimization", results, 6)
+  for entry in saved["inverters"]:
+    by_method = {m["method"]: m for m in entry["methods"]}
+    assert list(by_method) == ["decoder", "optimize", "hybrid"]
+    # The decoder row is the inverter's own evaluation, on the same images.
+    assert by_method["decoder"]["normalized_error"] == pytest.approx(
+        eval_error(entry["path"]), rel=1e-5)
+    assert by_method["decoder"]["time_over_decoder"] == 1.0
+    for m in entry["methods"]:
+      assert m["num_images"] == 8 and m["seconds_per_image"] > 0
+      assert 0 <= m["feature_error"] < 10
+  with Image.open(tmp_path / "optimization" / "optimization.png") as image:
+    # 2 inverters x 2 images, columns input | decoder | M&V | hybrid.
+    assert image.size[0] > 4 * 96 and image.size[1] > 4 * 96
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.optimization.methods=decoder,gradient",
+     "config.optimization.methods"),
+    ("--config.optimization.iterations=0", "iterations=0"),
+    (None, "config.inverters is empty"),
+])
+def test_bad_optimization_options_stop_before_any_work(tiny, tmp_path,
+                                                       override, message):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", XLA_FLAGS="")
+  given = [f"--config.inverters={tiny['conv1']}", override] if override else []
+  proc = subprocess.run(
+      [sys.executable, "-m", "inverter.analysis",
+       "--config=configs/analysis.py:optimization", *given,
+       f"--workdir={tmp_path}"], cwd=REPO_ROOT, env=env, capture_output=True,
+      text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert message in proc.stderr and "Traceback" not in proc.stderr
+  assert "Restoring the inverter" not in proc.stderr
+  assert not (tmp_path / "optimization").exists()
+
+
 def test_a_study_without_the_layer_it_needs_says_what_to_train(tiny):
   with pytest.raises(common.MissingInverterError,
                      match=r"(?s)fc8 .*configs/fc8\.py"):

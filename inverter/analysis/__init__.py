@@ -12,7 +12,10 @@ table.md / table.csv where it has a table, and PNG figures. Studies:
   sample          decoded samples of a fitted feature distribution (+ top-5
                   classes for fc layers)
   topk            fc8 from its top-5 activations alone / all but them
-  color_position  colour and layout vs detail; following translations
+  color_position  colour, contours and layout vs detail, against class-only
+                  references; following translations
+  optimization    the decoder against Mahendran & Vedaldi's optimisation
+                  and the hybrid: image and feature errors, time per image
 
 `run_study(config, workdir)` does the same from Python.
 """
@@ -30,7 +33,7 @@ from etils import epath
 from inverter import errors
 
 STUDIES = ("layers", "perturb", "interpolate", "sample", "topk",
-           "color_position")
+           "color_position", "optimization")
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -47,6 +50,7 @@ def check_study(study: str) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Refuses a bad option before anything is restored or computed."""
   from inverter import perturbations  # pylint: disable=g-import-not-at-top
+  from inverter.analysis import optimization  # pylint: disable=g-import-not-at-top
   from inverter.analysis import sample  # pylint: disable=g-import-not-at-top
   check_study(config.study)
   problems = []
@@ -61,6 +65,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.batch_size < 2:
     problems.append("config.batch_size must be at least 2: the normalized"
                     " error compares images within a batch.")
+  if config.study == "optimization":
+    problems += optimization.check(config)
   if config.num_images != -1 and config.num_images < 2:
     problems.append("config.num_images must be at least 2 (or -1 for all).")
   if problems:
