@@ -71,6 +71,9 @@ def test_stage_commands_are_the_published_command_lines(tmp_path):
   assert ",encoder=" not in by_name["scratch_fc6"].shell()
   assert "train_encoder" not in by_name["random_fc6"].shell()
   assert "--config.num_images=100" in by_name["analysis_topk"].command
+  # The optimisation study takes its config's (smaller) default.
+  assert not any(a.startswith("--config.num_images")
+                 for a in by_name["analysis_optimization"].command)
   assert by_name["report"].done is None  # Rebuilt at every run.
 
 
@@ -245,7 +248,7 @@ def test_the_command_line_dry_run_lists_the_stages(tmp_path):
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "[1/8] encoder: would run" in proc.stdout
+  assert "[1/9] encoder: would run" in proc.stdout
   assert "configs/encoders/cifar10.py:source=folder:/data/cifar10" in (
       proc.stdout)
   assert not (tmp_path / "logs").exists()

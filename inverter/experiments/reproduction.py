@@ -15,7 +15,8 @@ Stages, in order (each an ordinary command line):
    `inverter_fc8_top5`: decoders for the frozen trained encoder
    (`configs/<layer>.py:<data set>,encoder=ENCODER`).
 3. `analysis_<study>`: the studies (`python -m inverter.analysis`) on the
-   trained-encoder inverters, on the same evaluation images.
+   trained-encoder inverters, on the same evaluation images (the
+   `optimization` study on the first 64 of them).
 4. `autoencoder_<layer>` (conv2, conv5, fc6, fc8): the paper's autoencoder,
    the encoder fine-tuned with the decoder from its trained weights;
    `scratch_<layer>`: the same from random initialisation; `random_<layer>`:
@@ -47,7 +48,11 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8",
           "prob")
 BASELINE_LAYERS = ("conv2", "conv5", "fc6", "fc8")
 STUDIES = ("layers", "perturb", "interpolate", "sample", "topk",
-           "color_position")
+           "color_position", "optimization")
+# Studies run on fewer images than `analysis_images` (their config's
+# default; the first images of the same ones): the optimisation costs
+# hundreds of encoder passes per image.
+FEWER_IMAGES = ("optimization",)
 # Workdir groups under ROOT, one per kind of decoder (report column order).
 KINDS = {
     "inverter": "inverters",       # frozen trained encoder
@@ -127,11 +132,12 @@ def build(plan: Plan) -> list[stages_lib.Stage]:
   analysis_dir = root / "analysis"
   inverters = root / KINDS["inverter"] / "*"
   for study in STUDIES:
+    images = ([] if study in FEWER_IMAGES
+              else [f"--config.num_images={plan.analysis_images}"])
     out.append(stages_lib.Stage(
         f"analysis_{study}",
         (py, "-m", "inverter.analysis", f"--config=configs/analysis.py:{study}",
-         f"--config.inverters={inverters}",
-         f"--config.num_images={plan.analysis_images}",
+         f"--config.inverters={inverters}", *images,
          f"--workdir={analysis_dir}"),
         done=lambda s=study: (analysis_dir / s / "results.json").exists()))
   for layer in BASELINE_LAYERS:
