@@ -132,12 +132,24 @@ class Classifier:
 
 
 
-def small_dataset_config(dataset: str) -> ml_collections.ConfigDict:
+def small_dataset_config(dataset: str, arg: str | None, *,
+                         num_train_steps: int,
+                         eval_every_steps: int = 1_000
+                         ) -> ml_collections.ConfigDict:
   """The recipe that trains `presets.small_encoder` on a small data set
   (configs/encoders/cifar10.py, tiny_imagenet.py) on a CPU: random crops of
   the 4-pixel zero-padded image plus mirroring, Adam (lr 1e-3, 100 warmup
   steps, cosine decay to 0), L2 weight decay 5e-4, batch 128, accuracy on
-  the whole evaluation split. The config files set the number of steps."""
+  the whole evaluation split.
+
+  `arg` is the config argument: `source=NAME_OR_folder:PATH` and `test` (a
+  tiny fast preset for the test suite), comma-separated.
+  """
+  args = presets.parse_arg(arg)
+  unknown = sorted(set(args) - {"source", "test"})
+  if unknown:
+    raise ValueError(f"Unknown config argument(s) {unknown}; known: source,"
+                     " test.")
   c = base_config("caffenet")
   presets.small_encoder(c.encoder, dataset)
   presets.small_dataset_data(c.data, dataset)
@@ -152,14 +164,19 @@ def small_dataset_config(dataset: str) -> ml_collections.ConfigDict:
   o.decay_every_steps = 0
   o.schedule = "cosine"
   o.warmup_steps = 100
+  c.num_train_steps = num_train_steps
   c.log_every_steps = 50
-  c.eval_every_steps = 1_000
+  c.eval_every_steps = eval_every_steps
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 2
+  if args.get("test"):
+    _small_dataset_test_preset(c)
+  if "source" in args:
+    c.data.source = str(args["source"])
   return c
 
 
-def small_dataset_test_preset(c: ml_collections.ConfigDict) -> None:
+def _small_dataset_test_preset(c: ml_collections.ConfigDict) -> None:
   """Seconds per run: the inverter `test` preset's encoder, tiny batches (its
   encoder block equals the inverter configs' `test` preset, so
   `configs/conv1.py:test` takes the exported weights)."""

@@ -27,19 +27,8 @@ inverter configs' `test` preset, so `configs/conv1.py:test` takes the exported
 weights with only --config.encoder.weights).
 """
 
-from inverter import classify, presets
+from inverter import classify
 
 
 def get_config(arg=None):
-  args = presets.parse_arg(arg)
-  unknown = sorted(set(args) - {"source", "test"})
-  if unknown:
-    raise ValueError(f"Unknown config argument(s) {unknown}; known: source,"
-                     " test.")
-  c = classify.small_dataset_config("cifar10")
-  c.num_train_steps = 5_000
-  if args.get("test"):
-    classify.small_dataset_test_preset(c)
-  if "source" in args:
-    c.data.source = str(args["source"])
-  return c
+  return classify.small_dataset_config("cifar10", arg, num_train_steps=5_000)

@@ -23,7 +23,7 @@ Config argument (comma-separated): `source=NAME_OR_folder:PATH`, and `test`
 for a tiny fast preset used by the test suite.
 """
 
-from inverter import classify, presets
+from inverter import classify
 
 # 40 epochs of the 60,000 training images at batch 128.
 EPOCHS = 40
@@ -31,16 +31,6 @@ TRAIN_IMAGES = 60_000
 
 
 def get_config(arg=None):
-  args = presets.parse_arg(arg)
-  unknown = sorted(set(args) - {"source", "test"})
-  if unknown:
-    raise ValueError(f"Unknown config argument(s) {unknown}; known: source,"
-                     " test.")
-  c = classify.small_dataset_config("tiny_imagenet")
-  c.num_train_steps = EPOCHS * TRAIN_IMAGES // c.batch_size
-  c.eval_every_steps = 1_875  # every 4 epochs
-  if args.get("test"):
-    classify.small_dataset_test_preset(c)
-  if "source" in args:
-    c.data.source = str(args["source"])
-  return c
+  return classify.small_dataset_config(
+      "tiny_imagenet", arg, num_train_steps=EPOCHS * TRAIN_IMAGES // 128,
+      eval_every_steps=1_875)  # every 4 epochs
