@@ -386,6 +386,9 @@ def test_class_names_come_from_local_sources(tmp_path):
   assert classes.dataset_names(f"folder:{tmp_path}", None, 3) == [
       "airplane", "cat", "dog"]
   assert classes.dataset_names(f"folder:{tmp_path}", None, 10) is None
+  # WordNet ids of ImageNet classes (Tiny ImageNet's labels) read as names.
+  assert classes.readable(["n01443537", "n01440764", "cat"]) == [
+      "goldfish", "tench", "cat"]
 
 
 def test_samples_follow_the_fitted_distribution():

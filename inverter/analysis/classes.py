@@ -91,6 +91,30 @@ def imagenet_names() -> list[str] | None:
   return [n.split(",")[0].strip() for n in names]
 
 
+def imagenet_wnids() -> list[str] | None:
+  """The 1000 ILSVRC-2012 WordNet ids in index order, from the copy inside
+  the installed tensorflow_datasets (imagenet2012/labels.txt)."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    path = os.path.join(os.path.dirname(tfds.__file__), "datasets",
+                        "imagenet2012", "labels.txt")
+    with open(path) as f:
+      wnids = f.read().split()
+  except OSError:
+    return None
+  return wnids if len(wnids) == 1000 else None
+
+
+def readable(names: Sequence[str]) -> list[str]:
+  """WordNet ids of ImageNet classes (e.g. Tiny ImageNet's labels) as
+  their ImageNet names ('n01443537' -> 'goldfish'); other names as given."""
+  wnids, words = imagenet_wnids(), imagenet_names()
+  if not wnids or not words:
+    return list(names)
+  index = {w: i for i, w in enumerate(wnids)}
+  return [words[index[n]] if n in index else n for n in names]
+
+
 def dataset_names(source: str, data_dir: str | None,
                   num_classes: int) -> list[str] | None:
   """Class names of a data source with exactly `num_classes` classes: the
@@ -139,7 +163,8 @@ def class_names(inv: loading.Inverter,
   nothing); the label names an encoder trained by inverter.classify stored in
   its metadata; the ImageNet names for a 1000-class encoder; the classes of
   the data the encoder was trained on or, failing that, of the study's data
-  when it has exactly as many classes (e.g. a CIFAR-10 folder).
+  when it has exactly as many classes (e.g. a CIFAR-10 folder). WordNet ids
+  of ImageNet classes become their names.
   """
   enc = inv.config.encoder
   n = int(enc.num_classes)
@@ -148,7 +173,7 @@ def class_names(inv: loading.Inverter,
   source = _encoder_metadata(enc.weights).get("source", {})
   stored = source.get("label_names")
   if stored and len(stored) == n:
-    return [str(s) for s in stored]
+    return readable([str(s) for s in stored])
   if n == 1000:
     names = imagenet_names()
     if names:
@@ -156,5 +181,5 @@ def class_names(inv: loading.Inverter,
   for data in (source.get("data"), study_source):
     names = dataset_names(data or "", inv.config.data.get("data_dir"), n)
     if names:
-      return names
+      return readable(names)
   return None
