@@ -164,7 +164,8 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   try:
     encoders.check_layer(config.layer)
     encoders.check_arch(config.encoder.arch)
-    encoders.check_tap(config.encoder.arch, resolved_tap(config))
+    encoders.check_tap(config.encoder.arch, resolved_tap(config),
+                       config.encoder)
   except ValueError as e:
     problems.append(str(e))
   else:

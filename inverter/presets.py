@@ -77,10 +77,15 @@ def encoder_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
     net = dict(input_size=224, widths=(64, 128, 256, 512, 512),
                fc_width=4096, num_classes=1000,
                preprocessing=preprocessing.CAFFE_VGG)
-  else:  # torchvision_vgg16
+  elif arch == "torchvision_vgg16":
     net = dict(input_size=224, widths=(64, 128, 256, 512, 512),
                fc_width=4096, num_classes=1000, avgpool_size=7,
                preprocessing=preprocessing.TORCHVISION)
+  else:  # resnet50, caffe_resnet50
+    net = dict(input_size=224, stem_width=64, widths=(64, 128, 256, 512),
+               blocks=(3, 4, 6, 3), block="bottleneck", num_classes=1000,
+               preprocessing=(preprocessing.TORCHVISION if arch == "resnet50"
+                              else preprocessing.CAFFE_RESNET))
   return ml_collections.ConfigDict(dict(
       arch=arch,
       **net,
@@ -271,15 +276,28 @@ def _data_mean(pre) -> tuple[float, ...]:
   return tuple(mean[::-1] if pre.channel_order == "RGB" else mean)
 
 
+# Reduced ResNets of the `demo` and `test` presets: one block per stage.
+_REDUCED_RESNETS = {
+    64: dict(stem_width=16, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1)),
+    32: dict(stem_width=8, widths=(4, 8, 8, 8), blocks=(1, 1, 1, 1)),
+}
+
+
 def _reduced_encoder(c: ml_collections.ConfigDict, input_size: int,
                      widths: tuple[int, ...], fc_width: int) -> None:
+  """A narrow, small-input copy of the configured architecture: `widths`
+  and `fc_width` for AlexNets and VGG-16, `_REDUCED_RESNETS` for ResNets."""
   c.encoder.input_size = input_size
-  if encoders.family(c.encoder.arch) == "alexnet":
+  family = encoders.family(c.encoder.arch)
+  if family == "alexnet":
     c.encoder.conv1_kernel = 5
     c.encoder.conv1_stride = 2 if input_size > 32 else 1
     c.encoder.conv1_padding = 2
-  c.encoder.widths = widths
-  c.encoder.fc_width = fc_width
+  if family == "resnet":
+    c.encoder.update(_REDUCED_RESNETS[input_size])
+  else:
+    c.encoder.widths = widths
+    c.encoder.fc_width = fc_width
   c.encoder.num_classes = 100
   c.encoder.weights = "random"
   c.data.resize_size = input_size

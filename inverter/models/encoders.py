@@ -12,6 +12,10 @@ this module, never a network module directly.
   vgg16                 VGG-16, the authors' Caffe     224, BGR 0-255 - mean
                         release (vgg.py)
   torchvision_vgg16     VGG-16, torchvision (vgg.py)   224, RGB /255, mean/std
+  resnet50              ResNet-50, torchvision         224, RGB /255, mean/std
+                        (resnet.py)
+  caffe_resnet50        ResNet-50, the authors' Caffe  224, BGR 0-255 - mean
+                        release (resnet.py)            image
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inverter.models import alexnet, torchvision_alexnet, vgg
+from inverter.models import alexnet, resnet, torchvision_alexnet, vgg
 
 ARCHITECTURES = ("caffenet", "alexnet", torchvision_alexnet.ARCH,
-                 vgg.CAFFE_ARCH, vgg.TORCHVISION_ARCH)
+                 vgg.CAFFE_ARCH, vgg.TORCHVISION_ARCH, *resnet.ARCHITECTURES)
 
 # The layers a user can invert, in depth order (the same names for every
 # architecture; `default_tap` says what each means).
@@ -46,12 +50,18 @@ ARCHITECTURE_FIELDS = {
                      "preprocessing"),
     vgg.TORCHVISION_ARCH: ("arch", "input_size", "widths", "fc_width",
                            "num_classes", "avgpool_size", "preprocessing"),
+    **{arch: ("arch", "input_size", "stem_width", "widths", "blocks", "block",
+              "num_classes", "preprocessing")
+       for arch in resnet.ARCHITECTURES},
 }
 
 
 def family(arch: str) -> str:
-  """'alexnet' or 'vgg16': which set of layers (and parameters) `arch` has."""
+  """'alexnet', 'vgg16' or 'resnet': which set of layers (and parameters)
+  `arch` has."""
   check_arch(arch)
+  if arch in resnet.ARCHITECTURES:
+    return "resnet"
   return "vgg16" if arch in vgg.ARCHITECTURES else "alexnet"
 
 
@@ -66,21 +76,28 @@ def check_layer(layer: str) -> None:
   alexnet.check_layer(layer)
 
 
-def tap_names(arch: str) -> tuple[str, ...]:
-  """All taps of `arch` in the order the forward pass produces them."""
+def tap_names(arch: str, encoder_cfg: Mapping[str, Any] | None = None
+              ) -> tuple[str, ...]:
+  """All taps of `arch` in the order the forward pass produces them (a
+  ResNet's depend on its `blocks`, from `encoder_cfg` if given)."""
   check_arch(arch)
   if arch in alexnet.ARCHITECTURES:
     return alexnet.tap_names(arch)
   if arch == torchvision_alexnet.ARCH:
     return torchvision_alexnet.TAPS
+  if arch in resnet.ARCHITECTURES:
+    blocks = (encoder_cfg or {}).get("blocks", (3, 4, 6, 3))
+    return resnet.tap_names(tuple(int(b) for b in blocks))
   return vgg.TAPS
 
 
-def check_tap(arch: str, tap: str) -> None:
-  if tap not in tap_names(arch):
+def check_tap(arch: str, tap: str,
+              encoder_cfg: Mapping[str, Any] | None = None) -> None:
+  names = tap_names(arch, encoder_cfg)
+  if tap not in names:
     raise ValueError(
         f"Unknown tap {tap!r} for encoder.arch={arch!r} (config field"
-        f" encoder.tap); choose one of {', '.join(tap_names(arch))}.")
+        f" encoder.tap); choose one of {', '.join(names)}.")
 
 
 def default_tap(arch: str, layer: str) -> str:
@@ -88,7 +105,8 @@ def default_tap(arch: str, layer: str) -> str:
 
   AlexNets: see `alexnet.default_tap` (torchvision's follows bvlc_alexnet:
   conv1/conv2 -> pool1/pool2). VGG-16: conv{i} -> pool{i}; see
-  `vgg.DEFAULT_TAPS` for why.
+  `vgg.DEFAULT_TAPS` for why. ResNets: conv{i} -> stage i's output,
+  fc6 -> pool5, fc8 -> fc1000 (`resnet.DEFAULT_TAPS`).
   """
   check_arch(arch)
   check_layer(layer)
@@ -96,6 +114,13 @@ def default_tap(arch: str, layer: str) -> str:
     return alexnet.default_tap(arch, layer)
   if arch == torchvision_alexnet.ARCH:
     return torchvision_alexnet.DEFAULT_TAPS[layer]
+  if arch in resnet.ARCHITECTURES:
+    if layer not in resnet.DEFAULT_TAPS:
+      raise ValueError(
+          f"encoder.arch={arch!r} has no {layer}: a ResNet goes from pool5"
+          " (layer fc6) straight to fc1000 (layer fc8). Invert one of those,"
+          " or name any tap with --config.encoder.tap.")
+    return resnet.DEFAULT_TAPS[layer]
   return vgg.DEFAULT_TAPS[layer]
 
 
@@ -108,6 +133,8 @@ def from_config(encoder_cfg: Mapping[str, Any],
     return alexnet.from_config(encoder_cfg, dtype)
   if arch == torchvision_alexnet.ARCH:
     return torchvision_alexnet.from_config(encoder_cfg, dtype)
+  if arch in resnet.ARCHITECTURES:
+    return resnet.from_config(encoder_cfg, dtype)
   return vgg.from_config(encoder_cfg, dtype)
 
 

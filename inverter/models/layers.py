@@ -281,6 +281,8 @@ class CaffeConv(nn.Module):
   padding: int = 0
   groups: int = 1
   group_impl: str = "auto"
+  # False: no bias parameter (convolutions followed by batch norm).
+  use_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -298,11 +300,35 @@ class CaffeConv(nn.Module):
          self.features),
         self.param_dtype,
     )
-    bias = self.param("bias", nn.initializers.zeros, (self.features,),
-                      self.param_dtype)
     y = caffe_conv(x.astype(self.dtype), kernel.astype(self.dtype),
                    self.stride, self.padding, self.groups, self.group_impl)
+    if not self.use_bias:
+      return y
+    bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                      self.param_dtype)
     return y + bias.astype(self.dtype)
+
+
+class FrozenBatchNorm(nn.Module):
+  """Batch norm in inference mode over the last axis:
+  (x - mean) / sqrt(var + eps) * scale + bias, the four stored as params
+  (`mean`, `var`, `scale`, `bias`), as ported networks hold them (Caffe's
+  BatchNorm + Scale pair, PyTorch's running statistics and affine weights).
+  """
+
+  eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    width = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (width,))
+    bias = self.param("bias", nn.initializers.zeros, (width,))
+    mean = self.param("mean", nn.initializers.zeros, (width,))
+    var = self.param("var", nn.initializers.ones, (width,))
+    gain = scale * lax.rsqrt(var + self.eps)
+    return (x * gain.astype(self.dtype)
+            + (bias - mean * gain).astype(self.dtype))
 
 
 def leaky_relu(slope: float):

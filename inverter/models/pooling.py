@@ -14,12 +14,13 @@ import numpy as np
 from jax import lax
 
 
-def max_pool_floor(x: jax.Array, window: int, stride: int) -> jax.Array:
-  """Max-pooling over H and W without padding, rounding the output size down
-  (`nn.MaxPool2d(window, stride)`, ceil_mode=False): a last partial window
-  is dropped."""
+def max_pool_floor(x: jax.Array, window: int, stride: int,
+                   pad: int = 0) -> jax.Array:
+  """Max-pooling over H and W, rounding the output size down
+  (`nn.MaxPool2d(window, stride, pad)`, ceil_mode=False): a last partial
+  window is dropped; padded cells never win (they are -inf)."""
   for size in x.shape[1:3]:
-    if size < window:
+    if size + 2 * pad < window:
       raise ValueError(
           f"max_pool_floor: a {window}x{window} window does not fit a"
           f" {x.shape[1]}x{x.shape[2]} map; the encoder input is too small.")
@@ -29,7 +30,7 @@ def max_pool_floor(x: jax.Array, window: int, stride: int) -> jax.Array:
       x, np.array(-np.inf, x.dtype), lax.max,
       window_dimensions=(1, window, window, 1),
       window_strides=(1, stride, stride, 1),
-      padding="VALID")
+      padding=((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
 
 def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:

@@ -30,6 +30,11 @@ CAFFE_ALEXNET = dict(channel_order="BGR", mean=(104.0, 117.0, 123.0),
 # VGG_ILSVRC_16_layers: the mean the authors published with the model.
 CAFFE_VGG = dict(channel_order="BGR", mean=(103.939, 116.779, 123.68),
                  scale=1.0, std=(1.0, 1.0, 1.0))
+# ResNet-50 of the authors' Caffe release: the per-channel average of its
+# per-pixel mean image ResNet_mean.binaryproto (BGR; data.mean_file
+# reproduces the image itself).
+CAFFE_RESNET = dict(channel_order="BGR", mean=(103.063, 115.903, 123.152),
+                    scale=1.0, std=(1.0, 1.0, 1.0))
 # Every torchvision ImageNet classifier.
 TORCHVISION = dict(channel_order="RGB", mean=(0.485, 0.456, 0.406),
                    scale=1.0 / 255.0, std=(0.229, 0.224, 0.225))

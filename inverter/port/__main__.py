@@ -222,7 +222,7 @@ def summary(ported: Ported, out: str, model, seconds: float) -> str:
   shapes = encoders.tap_shapes(model)
   lines.append("  taps: " + ", ".join(
       f"{k} {'x'.join(map(str, shapes[k]))}"
-      for k in encoders.tap_names(cfg["arch"]) if k in shapes))
+      for k in encoders.tap_names(cfg["arch"], cfg) if k in shapes))
   count = sum(int(np.size(v)) for layer in ported.params.values()
               for v in layer.values())
   lines.append(f"  parameters: {count:,}")

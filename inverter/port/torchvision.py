@@ -1,4 +1,5 @@
-"""torchvision AlexNet and VGG-16 state dicts (.pth) -> our encoder format.
+"""torchvision AlexNet, VGG-16 and ResNet state dicts (.pth) -> our encoder
+format (ResNets: see torchvision_resnet.py).
 
 Reads the file with `torch_pickle` (no torch needed, no arbitrary code run),
 recognises the network from its keys, and converts:
@@ -25,7 +26,7 @@ import numpy as np
 
 from inverter import presets
 from inverter.models import vgg
-from inverter.port import common, layout, torch_pickle
+from inverter.port import common, layout, torch_pickle, torchvision_resnet
 from inverter.port.common import PortError
 
 ALEXNET = "torchvision_alexnet"
@@ -47,8 +48,9 @@ _KEY = re.compile(r"^(features|classifier)\.(\d+)\.(weight|bias)$")
 def detect(state: Mapping[str, np.ndarray], where: str) -> str:
   """Which torchvision network `state` holds, or PortError saying why not."""
   if any(k.endswith("running_mean") for k in state):
-    raise PortError(f"{where} is a batch-normalised network (e.g. vgg16_bn);"
-                     " only torchvision's alexnet and vgg16 are supported.")
+    raise PortError(f"{where} is a batch-normalised network (e.g. vgg16_bn)"
+                     " other than ResNet; only torchvision's alexnet, vgg16"
+                     " and resnet50 are supported.")
   unknown = sorted(k for k in state if not _KEY.match(k))
   if unknown:
     raise PortError(
@@ -77,6 +79,8 @@ def convert_state_dict(state: Mapping[str, np.ndarray], where: str = "state",
                        input_size: int | None = None
                        ) -> tuple[str, Any, dict[str, Any]]:
   """(arch, encoder config block, Flax params) for a torchvision state dict."""
+  if torchvision_resnet.is_resnet(state):
+    return torchvision_resnet.convert_state_dict(state, where, input_size)
   arch = detect(state, where)
   conv_idx, fc_idx = KEY_LAYOUTS[arch]
   params: dict[str, Any] = {}
