@@ -26,7 +26,8 @@ _TYPES = {
 # V1LayerParameter.LayerType values used here (caffe.proto).
 V1_TYPES = {"Convolution": 4, "Data": 5, "Dropout": 6, "InnerProduct": 14,
             "LRN": 15, "Pooling": 17, "ReLU": 18, "Softmax": 20,
-            "SoftmaxWithLoss": 21, "Split": 22, "Accuracy": 1}
+            "SoftmaxWithLoss": 21, "Split": 22, "Accuracy": 1, "Concat": 3,
+            "Eltwise": 25}
 
 # (message, [(name, number, type or message/enum name, repeated, packed)]).
 _MESSAGES = [
@@ -82,31 +83,48 @@ _MESSAGES = [
         ("transpose", 6, "bool", False, False)]),
     ("ReLUParameter", [("negative_slope", 1, "float", False, False)]),
     ("DropoutParameter", [("dropout_ratio", 1, "float", False, False)]),
+    ("ConcatParameter", [("concat_dim", 1, "uint32", False, False),
+                         ("axis", 2, "int32", False, False)]),
+    ("EltwiseParameter", [("operation", 1, "int32", False, False),  # enum
+                          ("coeff", 2, "float", True, False)]),
+    ("BatchNormParameter", [
+        ("use_global_stats", 1, "bool", False, False),
+        ("moving_average_fraction", 2, "float", False, False),
+        ("eps", 3, "float", False, False)]),
+    ("ScaleParameter", [("axis", 1, "int32", False, False),
+                        ("num_axes", 2, "int32", False, False),
+                        ("bias_term", 4, "bool", False, False)]),
     ("LayerParameter", [
         ("name", 1, "string", False, False),
         ("type", 2, "string", False, False),
         ("bottom", 3, "string", True, False),
         ("top", 4, "string", True, False),
         ("blobs", 7, ".caffe.BlobProto", True, False),
+        ("concat_param", 104, ".caffe.ConcatParameter", False, False),
         ("convolution_param", 106, ".caffe.ConvolutionParameter", False, False),
         ("dropout_param", 108, ".caffe.DropoutParameter", False, False),
+        ("eltwise_param", 110, ".caffe.EltwiseParameter", False, False),
         ("inner_product_param", 117, ".caffe.InnerProductParameter", False,
          False),
         ("lrn_param", 118, ".caffe.LRNParameter", False, False),
         ("pooling_param", 121, ".caffe.PoolingParameter", False, False),
-        ("relu_param", 123, ".caffe.ReLUParameter", False, False)]),
+        ("relu_param", 123, ".caffe.ReLUParameter", False, False),
+        ("batch_norm_param", 139, ".caffe.BatchNormParameter", False, False),
+        ("scale_param", 142, ".caffe.ScaleParameter", False, False)]),
     ("V1LayerParameter", [
         ("bottom", 2, "string", True, False),
         ("top", 3, "string", True, False),
         ("name", 4, "string", False, False),
         ("type", 5, "int32", False, False),  # LayerType enum on the wire.
         ("blobs", 6, ".caffe.BlobProto", True, False),
+        ("concat_param", 9, ".caffe.ConcatParameter", False, False),
         ("convolution_param", 10, ".caffe.ConvolutionParameter", False, False),
         ("dropout_param", 12, ".caffe.DropoutParameter", False, False),
         ("inner_product_param", 17, ".caffe.InnerProductParameter", False,
          False),
         ("lrn_param", 18, ".caffe.LRNParameter", False, False),
         ("pooling_param", 19, ".caffe.PoolingParameter", False, False),
+        ("eltwise_param", 24, ".caffe.EltwiseParameter", False, False),
         ("relu_param", 30, ".caffe.ReLUParameter", False, False)]),
     ("NetParameter", [
         ("name", 1, "string", False, False),
@@ -163,7 +181,9 @@ def fill_blob(blob, array: np.ndarray, legacy_dims: bool) -> None:
 
 _PARAM_FIELDS = {"conv": "convolution_param", "lrn": "lrn_param",
                  "pool": "pooling_param", "ip": "inner_product_param",
-                 "relu": "relu_param", "dropout": "dropout_param"}
+                 "relu": "relu_param", "dropout": "dropout_param",
+                 "concat": "concat_param", "eltwise": "eltwise_param",
+                 "batch_norm": "batch_norm_param", "scale": "scale_param"}
 
 
 def net_bytes(layers: Sequence[dict[str, Any]], *, legacy: bool,
@@ -172,7 +192,8 @@ def net_bytes(layers: Sequence[dict[str, Any]], *, legacy: bool,
 
   layers: dicts with name, type (LayerParameter's type string), optional
     bottom/top lists, blobs (arrays) and parameter dicts under the keys conv,
-    lrn, pool, ip, relu, dropout (field names as in caffe.proto).
+    lrn, pool, ip, relu, dropout, concat, eltwise, batch_norm, scale (field
+    names as in caffe.proto).
   legacy: write V1 `layers` (type as enum) instead of `layer`.
   """
   net = CLASSES["NetParameter"](name=name)
@@ -282,4 +303,83 @@ def alexnet_layers(weights: dict[str, tuple[np.ndarray, np.ndarray]], *,
   else:
     layers.append(dict(name="prob", type="Softmax", bottom=["fc8"],
                        top=["prob"]))
+  return layers
+
+
+def resnet_layers(sd: dict[str, np.ndarray], blocks: Sequence[int],
+                  pool5_size: int, *, bn_factor: float = 999.982
+                  ) -> list[dict[str, Any]]:
+  """The layer list of the authors' Caffe ResNet deploy net holding `sd`
+  (Caffe's layer names, reference_resnet_torch's layout: conv OIHW,
+  BatchNorm mean/var, Scale weight/bias, fc [out, in]). BatchNorm blobs are
+  stored as Caffe keeps them: the statistics times a moving-average factor,
+  and the factor."""
+  layers: list[dict[str, Any]] = [dict(name="data", type="Input",
+                                       top=["data"])]
+
+  def conv(name, bottom, stride, pad, bias=False):
+    w = sd[f"{name}.weight"]
+    spec = dict(num_output=w.shape[0], kernel_size=[w.shape[2]],
+                bias_term=bias)
+    if stride != 1:
+      spec["stride"] = [stride]
+    if pad:
+      spec["pad"] = [pad]
+    blobs = [w] + ([sd[f"{name}.bias"]] if bias else [])
+    layers.append(dict(name=name, type="Convolution", bottom=[bottom],
+                       top=[name], blobs=blobs, conv=spec))
+
+  def bn_scale(bn, scale, top):
+    layers.append(dict(
+        name=bn, type="BatchNorm", bottom=[top], top=[top],
+        batch_norm=dict(use_global_stats=True),
+        blobs=[sd[f"{bn}.mean"] * bn_factor, sd[f"{bn}.var"] * bn_factor,
+               np.array([bn_factor], np.float32)]))
+    layers.append(dict(name=scale, type="Scale", bottom=[top], top=[top],
+                       scale=dict(bias_term=True),
+                       blobs=[sd[f"{scale}.weight"], sd[f"{scale}.bias"]]))
+
+  def relu(name, top):
+    layers.append(dict(name=name, type="ReLU", bottom=[top], top=[top]))
+
+  conv("conv1", "data", 2, 3, bias=True)
+  bn_scale("bn_conv1", "scale_conv1", "conv1")
+  relu("conv1_relu", "conv1")
+  layers.append(dict(name="pool1", type="Pooling", bottom=["conv1"],
+                     top=["pool1"], pool=dict(pool=0, kernel_size=3,
+                                              stride=2)))
+  bottom = "pool1"
+  units = ("2a", "2b", "2c")
+  for s, count in enumerate(blocks):
+    for b in range(count):
+      name = f"{s + 2}{'abcdefghijklmnopqrstuvwxyz'[b]}"
+      stride = 2 if s > 0 and b == 0 else 1
+      shortcut = bottom
+      if f"res{name}_branch1.weight" in sd:
+        conv(f"res{name}_branch1", bottom, stride, 0)
+        bn_scale(f"bn{name}_branch1", f"scale{name}_branch1",
+                 f"res{name}_branch1")
+        shortcut = f"res{name}_branch1"
+      top = bottom
+      for i, unit in enumerate(units):
+        kernel = sd[f"res{name}_branch{unit}.weight"].shape[2]
+        conv(f"res{name}_branch{unit}", top,
+             stride if i == 0 else 1, (kernel - 1) // 2)
+        top = f"res{name}_branch{unit}"
+        bn_scale(f"bn{name}_branch{unit}", f"scale{name}_branch{unit}", top)
+        if i < len(units) - 1:
+          relu(f"res{name}_branch{unit}_relu", top)
+      layers.append(dict(name=f"res{name}", type="Eltwise",
+                         bottom=[shortcut, top], top=[f"res{name}"]))
+      relu(f"res{name}_relu", f"res{name}")
+      bottom = f"res{name}"
+  layers.append(dict(name="pool5", type="Pooling", bottom=[bottom],
+                     top=["pool5"], pool=dict(pool=1, kernel_size=pool5_size,
+                                              stride=1)))
+  layers.append(dict(name="fc1000", type="InnerProduct", bottom=["pool5"],
+                     top=["fc1000"], blobs=[sd["fc1000.weight"],
+                                            sd["fc1000.bias"]],
+                     ip=dict(num_output=sd["fc1000.weight"].shape[0])))
+  layers.append(dict(name="prob", type="Softmax", bottom=["fc1000"],
+                     top=["prob"]))
   return layers

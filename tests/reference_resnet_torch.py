@@ -140,3 +140,35 @@ def random_torchvision_resnet(stem, widths, blocks, classes, bottleneck=True,
   sd["fc.weight"] = torch.randn(classes, channels, generator=gen) * 0.05
   sd["fc.bias"] = torch.randn(classes, generator=gen) * 0.1
   return sd
+
+
+def random_caffe_resnet(stem, widths, blocks, classes, seed=0):
+  """A state dict under Caffe's layer names (see the module docstring) with
+  random weights and statistics: a bottleneck ResNet as the authors built
+  it."""
+  gen = torch.Generator().manual_seed(seed)
+  sd = {"conv1.weight": _kernel(stem, 3, 7, gen),
+        "conv1.bias": torch.randn(stem, generator=gen) * 0.1}
+
+  def bn(name, width):
+    sd.update({f"bn{name}.mean": torch.randn(width, generator=gen) * 0.1,
+               f"bn{name}.var": torch.rand(width, generator=gen) + 0.5,
+               f"scale{name}.weight": torch.rand(width, generator=gen) + 0.5,
+               f"scale{name}.bias": torch.randn(width, generator=gen) * 0.1})
+
+  bn("_conv1", stem)
+  channels = stem
+  for s, (width, count) in enumerate(zip(widths, blocks)):
+    for b in range(count):
+      name = f"{s + 2}{_letter(b)}"
+      for unit, (out, inp, k) in zip(("2a", "2b", "2c"), [
+          (width, channels, 1), (width, width, 3), (width * 4, width, 1)]):
+        sd[f"res{name}_branch{unit}.weight"] = _kernel(out, inp, k, gen)
+        bn(f"{name}_branch{unit}", out)
+      if b == 0:
+        sd[f"res{name}_branch1.weight"] = _kernel(width * 4, channels, 1, gen)
+        bn(f"{name}_branch1", width * 4)
+      channels = width * 4
+  sd["fc1000.weight"] = torch.randn(classes, channels, generator=gen) * 0.05
+  sd["fc1000.bias"] = torch.randn(classes, generator=gen) * 0.1
+  return sd

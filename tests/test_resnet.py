@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import caffe_proto_writer as writer
 import reference_resnet_torch as ref
 from inverter import presets, train
 from inverter.models import encoders, resnet
+from inverter.port import caffe as caffe_port
+from inverter.port import resnet_caffe  # pylint: disable=unused-import
 from inverter.port import torchvision as tv_port
 from inverter.port.common import PortError
 
@@ -55,6 +58,32 @@ def test_torchvision_resnet_ports_and_matches_pytorch_at_every_tap(
   with torch.no_grad():
     theirs = ref.torchvision_resnet(sd, x, blocks, bottleneck)
   assert_every_tap_matches(apply(cfg, ported.params, x), theirs, cfg)
+
+
+@pytest.mark.parametrize("size", [64, 65])
+def test_caffe_resnet_ports_and_matches_pytorch_at_every_tap(tmp_path, size):
+  blocks = (2, 1, 2, 1)
+  sd = ref.random_caffe_resnet(8, (4, 8, 8, 16), blocks, classes=10)
+  model = resnet.ResNet(arch=resnet.CAFFE_ARCH, input_size=size, stem_width=8,
+                        widths=(4, 8, 8, 16), blocks=blocks)
+  last = encoders.tap_shapes(model)["res5"][0]
+  path = tmp_path / "resnet.caffemodel"
+  path.write_bytes(writer.net_bytes(
+      writer.resnet_layers({k: v.numpy() for k, v in sd.items()}, blocks,
+                           last),
+      legacy=False, legacy_dims=False))
+  assert caffe_port.FORMAT.sniff(str(path))
+  ported = caffe_port.FORMAT.convert(str(path), {"input_size": size})
+  cfg = ported.encoder
+  assert (cfg.arch, cfg.stem_width, cfg.widths, cfg.blocks) == (
+      "caffe_resnet50", 8, (4, 8, 8, 16), blocks)
+  x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+  with torch.no_grad():
+    theirs = ref.caffe_resnet(sd, x, blocks)
+  assert_every_tap_matches(apply(cfg, ported.params, x), theirs, cfg)
+  # pool5 must cover the whole last map at the input size given.
+  with pytest.raises(PortError, match="pool5 must average the whole"):
+    caffe_port.FORMAT.convert(str(path), {"input_size": size + 64})
 
 
 def test_a_damaged_resnet_state_dict_is_refused_by_name(tmp_path):

@@ -34,8 +34,9 @@ from inverter.port.common import PortError, Ported
 FORMAT_MODULES = [
     "inverter.port.caffe",
     "inverter.port.npy_dict",
-    "inverter.port.torchvision",  # torchvision AlexNet / VGG-16 .pth
+    "inverter.port.torchvision",  # torchvision AlexNet, VGG-16, ResNet .pth
     "inverter.port.vgg_caffe",  # adds VGG-16 to the caffemodel format
+    "inverter.port.resnet_caffe",  # adds ResNet-50 to the caffemodel format
 ]
 
 

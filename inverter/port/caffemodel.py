@@ -8,13 +8,19 @@ using the field numbers of Caffe's `src/caffe/proto/caffe.proto`:
   NetParameter      name 1, layers 2 (V1LayerParameter, legacy, the 2014 BVLC
                     files), layer 100 (LayerParameter, current)
   LayerParameter    name 1, type 2 (string), bottom 3, top 4, blobs 7,
-                    convolution_param 106, dropout_param 108,
+                    concat_param 104, convolution_param 106,
+                    dropout_param 108, eltwise_param 110,
                     inner_product_param 117, lrn_param 118, pooling_param 121,
-                    relu_param 123
+                    relu_param 123, batch_norm_param 139, scale_param 142
   V1LayerParameter  layer 1 (V0, unsupported), bottom 2, top 3, name 4,
-                    type 5 (LayerType enum), blobs 6, convolution_param 10,
-                    dropout_param 12, inner_product_param 17, lrn_param 18,
-                    pooling_param 19, relu_param 30
+                    type 5 (LayerType enum), blobs 6, concat_param 9,
+                    convolution_param 10, dropout_param 12,
+                    inner_product_param 17, lrn_param 18, pooling_param 19,
+                    eltwise_param 24, relu_param 30
+  ConcatParameter   concat_dim 1, axis 2; EltwiseParameter operation 1,
+                    coeff 2; BatchNormParameter use_global_stats 1,
+                    moving_average_fraction 2, eps 3; ScaleParameter axis 1,
+                    num_axes 2, bias_term 4
   BlobProto         num/channels/height/width 1-4 (legacy 4-D shape),
                     data 5 (packed float; unpacked also read), shape 7
                     (BlobShape: dim 1, packed int64), double_data 8
@@ -103,32 +109,49 @@ INNER_PRODUCT = {
 }
 RELU = {1: _f("negative_slope", "float", default=0.0)}
 DROPOUT = {1: _f("dropout_ratio", "float", default=0.5)}
+CONCAT = {1: _f("concat_dim", "uint", default=1),
+          2: _f("axis", "int", default=1)}
+ELTWISE = {1: _f("operation", "enum", default=1),  # 0 PROD, 1 SUM, 2 MAX
+           2: _f("coeff", "float", True)}
+BATCH_NORM = {1: _f("use_global_stats", "bool"),
+              2: _f("moving_average_fraction", "float", default=0.999),
+              3: _f("eps", "float", default=1e-5)}
+SCALE = {1: _f("axis", "int", default=1), 2: _f("num_axes", "int", default=1),
+         4: _f("bias_term", "bool", default=False)}
 
 PARAM_SCHEMAS = {
     "convolution_param": CONVOLUTION, "lrn_param": LRN,
     "pooling_param": POOLING, "inner_product_param": INNER_PRODUCT,
-    "relu_param": RELU, "dropout_param": DROPOUT,
+    "relu_param": RELU, "dropout_param": DROPOUT, "concat_param": CONCAT,
+    "eltwise_param": ELTWISE, "batch_norm_param": BATCH_NORM,
+    "scale_param": SCALE,
 }
 
 LAYER = {
     1: _f("name", "string"), 2: _f("type", "string"),
     3: _f("bottom", "string", True), 4: _f("top", "string", True),
     7: _f("blobs", BLOB, True),
+    104: _f("concat_param", CONCAT),
     106: _f("convolution_param", CONVOLUTION),
     108: _f("dropout_param", DROPOUT),
+    110: _f("eltwise_param", ELTWISE),
     117: _f("inner_product_param", INNER_PRODUCT),
     118: _f("lrn_param", LRN), 121: _f("pooling_param", POOLING),
     123: _f("relu_param", RELU),
+    139: _f("batch_norm_param", BATCH_NORM),
+    142: _f("scale_param", SCALE),
 }
 V1_LAYER = {
     1: _f("v0_layer", "bytes"),
     2: _f("bottom", "string", True), 3: _f("top", "string", True),
     4: _f("name", "string"), 5: _f("type", "enum"),
     6: _f("blobs", BLOB, True),
+    9: _f("concat_param", CONCAT),
     10: _f("convolution_param", CONVOLUTION),
     12: _f("dropout_param", DROPOUT),
     17: _f("inner_product_param", INNER_PRODUCT),
     18: _f("lrn_param", LRN), 19: _f("pooling_param", POOLING),
+    24: _f("eltwise_param", ELTWISE),
     30: _f("relu_param", RELU),
 }
 NET = {
