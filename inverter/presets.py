@@ -29,7 +29,7 @@ import os
 import ml_collections
 from etils import epath
 
-from inverter.models import encoders, preprocessing
+from inverter.models import encoders, googlenet, preprocessing
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
@@ -81,6 +81,12 @@ def encoder_config(arch: str = "caffenet") -> ml_collections.ConfigDict:
     net = dict(input_size=224, widths=(64, 128, 256, 512, 512),
                fc_width=4096, num_classes=1000, avgpool_size=7,
                preprocessing=preprocessing.TORCHVISION)
+  elif arch in ("googlenet", "torchvision_googlenet"):
+    net = dict(input_size=224, stem_widths=googlenet.STEM_WIDTHS,
+               inception_widths=googlenet.INCEPTION_WIDTHS, num_classes=1000,
+               preprocessing=(preprocessing.CAFFE_ALEXNET
+                              if arch == "googlenet"
+                              else preprocessing.TORCHVISION_GOOGLENET))
   else:  # resnet50, caffe_resnet50
     net = dict(input_size=224, stem_width=64, widths=(64, 128, 256, 512),
                blocks=(3, 4, 6, 3), block="bottleneck", num_classes=1000,
@@ -286,7 +292,8 @@ _REDUCED_RESNETS = {
 def _reduced_encoder(c: ml_collections.ConfigDict, input_size: int,
                      widths: tuple[int, ...], fc_width: int) -> None:
   """A narrow, small-input copy of the configured architecture: `widths`
-  and `fc_width` for AlexNets and VGG-16, `_REDUCED_RESNETS` for ResNets."""
+  and `fc_width` for AlexNets and VGG-16, `_REDUCED_RESNETS` for ResNets,
+  every width divided for GoogLeNets."""
   c.encoder.input_size = input_size
   family = encoders.family(c.encoder.arch)
   if family == "alexnet":
@@ -295,6 +302,13 @@ def _reduced_encoder(c: ml_collections.ConfigDict, input_size: int,
     c.encoder.conv1_padding = 2
   if family == "resnet":
     c.encoder.update(_REDUCED_RESNETS[input_size])
+  elif family == "googlenet":
+    # Every width divided by 8 (demo, 64x64) or 16 (test, 32x32).
+    divisor = 8 if input_size >= 64 else 16
+    narrow = lambda widths: tuple(max(2, w // divisor) for w in widths)
+    c.encoder.stem_widths = narrow(googlenet.STEM_WIDTHS)
+    c.encoder.inception_widths = tuple(
+        narrow(m) for m in googlenet.INCEPTION_WIDTHS)
   else:
     c.encoder.widths = widths
     c.encoder.fc_width = fc_width

@@ -12,6 +12,10 @@ this module, never a network module directly.
   vgg16                 VGG-16, the authors' Caffe     224, BGR 0-255 - mean
                         release (vgg.py)
   torchvision_vgg16     VGG-16, torchvision (vgg.py)   224, RGB /255, mean/std
+  googlenet             GoogLeNet, BVLC's Caffe model  224, BGR 0-255 - mean
+                        (googlenet.py)
+  torchvision_googlenet GoogLeNet, torchvision         224, RGB (x/255-.5)/.5
+                        (googlenet.py)
   resnet50              ResNet-50, torchvision         224, RGB /255, mean/std
                         (resnet.py)
   caffe_resnet50        ResNet-50, the authors' Caffe  224, BGR 0-255 - mean
@@ -26,10 +30,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inverter.models import alexnet, resnet, torchvision_alexnet, vgg
+from inverter.models import (alexnet, googlenet, resnet, torchvision_alexnet,
+                             vgg)
 
 ARCHITECTURES = ("caffenet", "alexnet", torchvision_alexnet.ARCH,
-                 vgg.CAFFE_ARCH, vgg.TORCHVISION_ARCH, *resnet.ARCHITECTURES)
+                 vgg.CAFFE_ARCH, vgg.TORCHVISION_ARCH,
+                 *googlenet.ARCHITECTURES, *resnet.ARCHITECTURES)
 
 # The layers a user can invert, in depth order (the same names for every
 # architecture; `default_tap` says what each means).
@@ -53,15 +59,20 @@ ARCHITECTURE_FIELDS = {
     **{arch: ("arch", "input_size", "stem_width", "widths", "blocks", "block",
               "num_classes", "preprocessing")
        for arch in resnet.ARCHITECTURES},
+    **{arch: ("arch", "input_size", "stem_widths", "inception_widths",
+              "num_classes", "preprocessing")
+       for arch in googlenet.ARCHITECTURES},
 }
 
 
 def family(arch: str) -> str:
-  """'alexnet', 'vgg16' or 'resnet': which set of layers (and parameters)
-  `arch` has."""
+  """'alexnet', 'vgg16', 'googlenet' or 'resnet': which set of layers (and
+  parameters) `arch` has."""
   check_arch(arch)
   if arch in resnet.ARCHITECTURES:
     return "resnet"
+  if arch in googlenet.ARCHITECTURES:
+    return "googlenet"
   return "vgg16" if arch in vgg.ARCHITECTURES else "alexnet"
 
 
@@ -88,6 +99,8 @@ def tap_names(arch: str, encoder_cfg: Mapping[str, Any] | None = None
   if arch in resnet.ARCHITECTURES:
     blocks = (encoder_cfg or {}).get("blocks", (3, 4, 6, 3))
     return resnet.tap_names(tuple(int(b) for b in blocks))
+  if arch in googlenet.ARCHITECTURES:
+    return googlenet.TAPS
   return vgg.TAPS
 
 
@@ -114,13 +127,14 @@ def default_tap(arch: str, layer: str) -> str:
     return alexnet.default_tap(arch, layer)
   if arch == torchvision_alexnet.ARCH:
     return torchvision_alexnet.DEFAULT_TAPS[layer]
-  if arch in resnet.ARCHITECTURES:
-    if layer not in resnet.DEFAULT_TAPS:
-      raise ValueError(
-          f"encoder.arch={arch!r} has no {layer}: a ResNet goes from pool5"
-          " (layer fc6) straight to fc1000 (layer fc8). Invert one of those,"
-          " or name any tap with --config.encoder.tap.")
-    return resnet.DEFAULT_TAPS[layer]
+  for module, classifier in ((resnet, "fc1000"), (googlenet, "logits")):
+    if arch in module.ARCHITECTURES:
+      if layer not in module.DEFAULT_TAPS:
+        raise ValueError(
+            f"encoder.arch={arch!r} has no {layer}: it goes from pool5"
+            f" (layer fc6) straight to {classifier} (layer fc8). Invert one"
+            " of those, or name any tap with --config.encoder.tap.")
+      return module.DEFAULT_TAPS[layer]
   return vgg.DEFAULT_TAPS[layer]
 
 
@@ -135,6 +149,8 @@ def from_config(encoder_cfg: Mapping[str, Any],
     return torchvision_alexnet.from_config(encoder_cfg, dtype)
   if arch in resnet.ARCHITECTURES:
     return resnet.from_config(encoder_cfg, dtype)
+  if arch in googlenet.ARCHITECTURES:
+    return googlenet.from_config(encoder_cfg, dtype)
   return vgg.from_config(encoder_cfg, dtype)
 
 

@@ -35,7 +35,11 @@ CAFFE_VGG = dict(channel_order="BGR", mean=(103.939, 116.779, 123.68),
 # reproduces the image itself).
 CAFFE_RESNET = dict(channel_order="BGR", mean=(103.063, 115.903, 123.152),
                     scale=1.0, std=(1.0, 1.0, 1.0))
-# Every torchvision ImageNet classifier.
+# torchvision's GoogLeNet: its transform_input turns the ImageNet-normalised
+# input back into (x / 255 - 0.5) / 0.5, which is therefore what it takes.
+TORCHVISION_GOOGLENET = dict(channel_order="RGB", mean=(0.5, 0.5, 0.5),
+                             scale=1.0 / 255.0, std=(0.5, 0.5, 0.5))
+# Every other torchvision ImageNet classifier.
 TORCHVISION = dict(channel_order="RGB", mean=(0.485, 0.456, 0.406),
                    scale=1.0 / 255.0, std=(0.229, 0.224, 0.225))
 

@@ -1,5 +1,6 @@
 """torchvision AlexNet, VGG-16 and ResNet state dicts (.pth) -> our encoder
-format (ResNets: see torchvision_resnet.py).
+format (ResNets and GoogLeNet: torchvision_resnet.py,
+torchvision_googlenet.py).
 
 Reads the file with `torch_pickle` (no torch needed, no arbitrary code run),
 recognises the network from its keys, and converts:
@@ -26,7 +27,8 @@ import numpy as np
 
 from inverter import presets
 from inverter.models import vgg
-from inverter.port import common, layout, torch_pickle, torchvision_resnet
+from inverter.port import common, layout, torch_pickle
+from inverter.port import torchvision_googlenet, torchvision_resnet
 from inverter.port.common import PortError
 
 ALEXNET = "torchvision_alexnet"
@@ -49,8 +51,9 @@ def detect(state: Mapping[str, np.ndarray], where: str) -> str:
   """Which torchvision network `state` holds, or PortError saying why not."""
   if any(k.endswith("running_mean") for k in state):
     raise PortError(f"{where} is a batch-normalised network (e.g. vgg16_bn)"
-                     " other than ResNet; only torchvision's alexnet, vgg16"
-                     " and resnet50 are supported.")
+                     " other than ResNet or GoogLeNet; only torchvision's"
+                     " alexnet, vgg16, googlenet and resnet50 are"
+                     " supported.")
   unknown = sorted(k for k in state if not _KEY.match(k))
   if unknown:
     raise PortError(
@@ -79,8 +82,9 @@ def convert_state_dict(state: Mapping[str, np.ndarray], where: str = "state",
                        input_size: int | None = None
                        ) -> tuple[str, Any, dict[str, Any]]:
   """(arch, encoder config block, Flax params) for a torchvision state dict."""
-  if torchvision_resnet.is_resnet(state):
-    return torchvision_resnet.convert_state_dict(state, where, input_size)
+  for network in (torchvision_resnet, torchvision_googlenet):
+    if network.is_network(state):
+      return network.convert_state_dict(state, where, input_size)
   arch = detect(state, where)
   conv_idx, fc_idx = KEY_LAYOUTS[arch]
   params: dict[str, Any] = {}

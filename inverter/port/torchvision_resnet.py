@@ -23,11 +23,9 @@ import re
 import string
 from typing import Any, Mapping
 
-import numpy as np
-
 from inverter import presets
 from inverter.models import resnet
-from inverter.port import layout
+from inverter.port import layout, state_dict
 from inverter.port.common import PortError
 
 ARCH = resnet.TORCHVISION_ARCH
@@ -40,39 +38,9 @@ _KNOWN = re.compile(
     r"running_mean|running_var|num_batches_tracked)))$")
 
 
-def is_resnet(state: Mapping[str, Any]) -> bool:
+def is_network(state: Mapping[str, Any]) -> bool:
   """Whether `state` has torchvision ResNet's keys (layer1.0.conv1...)."""
   return "layer1.0.conv1.weight" in state and "conv1.weight" in state
-
-
-def _get(state, key, where) -> np.ndarray:
-  if key not in state:
-    raise PortError(f"{where} lacks {key}; it is not a complete torchvision"
-                     " ResNet.")
-  return np.asarray(state[key], np.float32)
-
-
-def _batch_norm(state, key: str, width: int, where: str) -> dict[str, Any]:
-  out = {}
-  for ours, theirs in (("scale", "weight"), ("bias", "bias"),
-                       ("mean", "running_mean"), ("var", "running_var")):
-    out[ours] = layout.bias(_get(state, f"{key}.{theirs}", where), width,
-                            f"{where}: {key}.{theirs}")
-  if np.any(out["var"] < 0):
-    raise PortError(f"{where}: {key}.running_var has negative entries.")
-  return out
-
-
-def _conv(state, key: str, kernel: int, channels: int, where: str
-          ) -> np.ndarray:
-  k = layout.conv_kernel(_get(state, f"{key}.weight", where),
-                         f"{where}: {key}")
-  if k.shape[:3] != (kernel, kernel, channels):
-    raise PortError(
-        f"{where}: {key}.weight is {k.shape[0]}x{k.shape[1]} over"
-        f" {k.shape[2]} channels; a ResNet has {kernel}x{kernel} over"
-        f" {channels} there.")
-  return k
 
 
 def convert_state_dict(state: Mapping[str, Any], where: str = "state",
@@ -95,16 +63,16 @@ def convert_state_dict(state: Mapping[str, Any], where: str = "state",
   block_type = ("bottleneck" if "layer1.0.conv3.weight" in state
                 else "basic")
   expansion = 4 if block_type == "bottleneck" else 1
-  stem = _conv(state, "conv1", 7, 3, where)
+  stem = state_dict.conv(state, "conv1", 7, 3, where)
   stem_width = stem.shape[3]
   params: dict[str, Any] = {
       "conv1": {"kernel": stem},
-      "bn_conv1": _batch_norm(state, "bn1", stem_width, where)}
+      "bn_conv1": state_dict.batch_norm(state, "bn1", stem_width, where)}
   widths, channels = [], stem_width
   convs = (("conv1", "2a", 1), ("conv2", "2b", 3), ("conv3", "2c", 1)) if (
       block_type == "bottleneck") else (("conv1", "2a", 3), ("conv2", "2b", 3))
   for stage in (1, 2, 3, 4):
-    width = int(_get(state, f"layer{stage}.0.conv1.weight", where).shape[0])
+    width = int(state_dict.get(state, f"layer{stage}.0.conv1.weight", where).shape[0])
     widths.append(width)
     for block in range(counts[stage]):
       key = f"layer{stage}.{block}"
@@ -113,29 +81,29 @@ def convert_state_dict(state: Mapping[str, Any], where: str = "state",
       inner = channels
       for i, (conv, branch, kernel) in enumerate(convs):
         out = width * expansion if i == len(convs) - 1 else width
-        k = _conv(state, f"{key}.{conv}", kernel, inner, where)
+        k = state_dict.conv(state, f"{key}.{conv}", kernel, inner, where)
         if k.shape[3] != out:
           raise PortError(f"{where}: {key}.{conv} has {k.shape[3]} outputs;"
                            f" this stage's blocks have {out}.")
         params[f"{name}_branch{branch}"] = {"kernel": k}
-        params[f"bn{suffix}_branch{branch}"] = _batch_norm(
+        params[f"bn{suffix}_branch{branch}"] = state_dict.batch_norm(
             state, f"{key}.bn{i + 1}", out, where)
         inner = out
       if f"{key}.downsample.0.weight" in state:
-        params[f"{name}_branch1"] = {"kernel": _conv(
+        params[f"{name}_branch1"] = {"kernel": state_dict.conv(
             state, f"{key}.downsample.0", 1, channels, where)}
-        params[f"bn{suffix}_branch1"] = _batch_norm(
+        params[f"bn{suffix}_branch1"] = state_dict.batch_norm(
             state, f"{key}.downsample.1", width * expansion, where)
       elif block == 0 and (stage > 1 or channels != width * expansion):
         raise PortError(f"{where}: {key} changes the shape but has no"
                          " downsample (projection) weights.")
       channels = width * expansion
-  fc = layout.dense_kernel(_get(state, "fc.weight", where), f"{where}: fc")
+  fc = layout.dense_kernel(state_dict.get(state, "fc.weight", where), f"{where}: fc")
   if fc.shape[0] != channels:
     raise PortError(f"{where}: fc reads {fc.shape[0]} features; the last"
                      f" stage gives {channels}.")
   params["fc1000"] = {"kernel": fc, "bias": layout.bias(
-      _get(state, "fc.bias", where), fc.shape[1], f"{where}: fc.bias")}
+      state_dict.get(state, "fc.bias", where), fc.shape[1], f"{where}: fc.bias")}
   cfg = presets.encoder_config(ARCH)
   cfg.stem_width = int(stem_width)
   cfg.widths = tuple(widths)
