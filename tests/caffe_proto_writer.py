@@ -383,3 +383,87 @@ def resnet_layers(sd: dict[str, np.ndarray], blocks: Sequence[int],
   layers.append(dict(name="prob", type="Softmax", bottom=["fc1000"],
                      top=["prob"]))
   return layers
+
+
+def googlenet_layers(sd: dict[str, np.ndarray], pool5_size: int, *,
+                     with_aux: bool = True) -> list[dict[str, Any]]:
+  """The layer list of bvlc_googlenet holding `sd` (Caffe's layer names,
+  reference_googlenet_torch's layout: conv OIHW with biases, classifier
+  [out, in]), as Caffe saves the trained train_val net: with the auxiliary
+  classifiers (loss1/*, loss2/*) unless `with_aux` is False."""
+  layers: list[dict[str, Any]] = [dict(name="data", type="Data",
+                                       top=["data", "label"])]
+
+  def conv(name, bottom, stride=1):
+    w = sd[f"{name}.weight"]
+    pad = (w.shape[2] - 1) // 2
+    spec = dict(num_output=w.shape[0], kernel_size=[w.shape[2]])
+    if stride != 1:
+      spec["stride"] = [stride]
+    if pad:
+      spec["pad"] = [pad]
+    layers.append(dict(name=name, type="Convolution", bottom=[bottom],
+                       top=[name], blobs=[w, sd[f"{name}.bias"]], conv=spec))
+    layers.append(dict(name=name.replace("/", "/relu_", 1), type="ReLU",
+                       bottom=[name], top=[name]))
+
+  def pool(name, bottom, kernel, stride, pad=0, method=0):
+    spec = dict(pool=method, kernel_size=kernel, stride=stride)
+    if pad:
+      spec["pad"] = pad
+    layers.append(dict(name=name, type="Pooling", bottom=[bottom],
+                       top=[name], pool=spec))
+
+  def lrn(name, bottom):
+    layers.append(dict(name=name, type="LRN", bottom=[bottom], top=[name],
+                       lrn=dict(local_size=5, alpha=1e-4, beta=0.75)))
+
+  conv("conv1/7x7_s2", "data", stride=2)
+  pool("pool1/3x3_s2", "conv1/7x7_s2", 3, 2)
+  lrn("pool1/norm1", "pool1/3x3_s2")
+  conv("conv2/3x3_reduce", "pool1/norm1")
+  conv("conv2/3x3", "conv2/3x3_reduce")
+  lrn("conv2/norm2", "conv2/3x3")
+  pool("pool2/3x3_s2", "conv2/norm2", 3, 2)
+  bottom = "pool2/3x3_s2"
+  for module in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"):
+    name = f"inception_{module}"
+    conv(f"{name}/1x1", bottom)
+    conv(f"{name}/3x3_reduce", bottom)
+    conv(f"{name}/3x3", f"{name}/3x3_reduce")
+    conv(f"{name}/5x5_reduce", bottom)
+    conv(f"{name}/5x5", f"{name}/5x5_reduce")
+    pool(f"{name}/pool", bottom, 3, 1, pad=1)
+    conv(f"{name}/pool_proj", f"{name}/pool")
+    layers.append(dict(name=f"{name}/output", type="Concat",
+                       bottom=[f"{name}/{b}" for b in
+                               ("1x1", "3x3", "5x5", "pool_proj")],
+                       top=[f"{name}/output"]))
+    bottom = f"{name}/output"
+    if module in ("3b", "4e"):
+      pool(f"pool{module[0]}/3x3_s2", bottom, 3, 2)
+      bottom = f"pool{module[0]}/3x3_s2"
+    if with_aux and module in ("4a", "4d"):
+      aux = f"loss{1 if module == '4a' else 2}"
+      pool(f"{aux}/ave_pool", bottom, 5, 3, method=1)
+      layers.append(dict(
+          name=f"{aux}/conv", type="Convolution", bottom=[f"{aux}/ave_pool"],
+          top=[f"{aux}/conv"], conv=dict(num_output=4, kernel_size=[1]),
+          blobs=[np.ones((4, 1, 1, 1), np.float32),
+                 np.zeros(4, np.float32)]))
+      layers.append(dict(name=f"{aux}/loss", type="SoftmaxWithLoss",
+                         bottom=[f"{aux}/conv", "label"],
+                         top=[f"{aux}/loss"]))
+  pool("pool5/7x7_s1", bottom, pool5_size, 1, method=1)
+  layers.append(dict(name="pool5/drop_7x7_s1", type="Dropout",
+                     bottom=["pool5/7x7_s1"], top=["pool5/7x7_s1"],
+                     dropout=dict(dropout_ratio=0.4)))
+  layers.append(dict(name="loss3/classifier", type="InnerProduct",
+                     bottom=["pool5/7x7_s1"], top=["loss3/classifier"],
+                     blobs=[sd["loss3/classifier.weight"],
+                            sd["loss3/classifier.bias"]],
+                     ip=dict(num_output=sd["loss3/classifier.weight"].shape[0])))
+  layers.append(dict(name="loss3/loss3", type="SoftmaxWithLoss",
+                     bottom=["loss3/classifier", "label"],
+                     top=["loss3/loss3"]))
+  return layers

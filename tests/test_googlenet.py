@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import caffe_proto_writer as writer
 import reference_googlenet_torch as ref
 from inverter import presets, train
 from inverter.models import encoders, googlenet, preprocessing
+from inverter.port import caffe as caffe_port
+from inverter.port import googlenet_caffe  # pylint: disable=unused-import
 from inverter.port import torchvision as tv_port
 from inverter.port.common import PortError
 
@@ -63,6 +66,56 @@ def test_torchvision_googlenet_ports_and_matches_pytorch_at_every_tap(
   with torch.no_grad():
     theirs = ref.torchvision_googlenet(sd, x)
   assert_every_tap_matches(ours, theirs)
+
+
+def write_caffe_googlenet(path, size, **options):
+  sd = ref.random_caffe_googlenet(STEM, MODULES, classes=10)
+  model = googlenet.GoogLeNet(input_size=size, stem_widths=STEM,
+                              inception_widths=MODULES, num_classes=10)
+  last = encoders.tap_shapes(model)["inception_5b"][0]
+  layers = writer.googlenet_layers({k: v.numpy() for k, v in sd.items()},
+                                   last, **options)
+  path.write_bytes(writer.net_bytes(layers, legacy=False, legacy_dims=False))
+  return sd, layers
+
+
+@pytest.mark.parametrize("size", [64, 67])
+def test_caffe_googlenet_ports_and_matches_pytorch_at_every_tap(tmp_path,
+                                                                size):
+  path = tmp_path / "googlenet.caffemodel"
+  sd, _ = write_caffe_googlenet(path, size)
+  ported = caffe_port.FORMAT.convert(str(path), {"input_size": size})
+  cfg = ported.encoder
+  assert cfg.arch == "googlenet"
+  assert (cfg.stem_widths, cfg.inception_widths) == (STEM, MODULES)
+  # The training net's auxiliary classifiers are skipped, with a note.
+  assert any("loss1/conv" in w and "auxiliary" in w for w in ported.warnings)
+  pixels = random_pixels(size, seed=2)
+  x = (pixels[..., ::-1] - (104.0, 117.0, 123.0)).astype(np.float32)
+  model = encoders.from_config(cfg)
+  ours = model.apply({"params": ported.params}, jax.numpy.asarray(x))
+  with torch.no_grad():
+    theirs = ref.caffe_googlenet(sd, torch.tensor(x.transpose(0, 3, 1, 2)))
+  assert_every_tap_matches(ours, theirs)
+
+
+def test_a_caffe_googlenet_with_another_lrn_or_order_is_refused(tmp_path):
+  path = tmp_path / "googlenet.caffemodel"
+  sd, layers = write_caffe_googlenet(path, 64, with_aux=False)
+  for change, message in [
+      (lambda l: l["lrn"].update(local_size=3) if l["name"] == "conv2/norm2"
+       else None, "layer 'conv2/norm2' is an LRN"),
+      (lambda l: l["bottom"].reverse() if l["name"] == "inception_4b/output"
+       else None, "inception_4b/output concatenates")]:
+    changed = [dict(l, **{k: (dict(v) if isinstance(v, dict) else
+                              list(v) if isinstance(v, list) else v)
+                          for k, v in l.items()}) for l in layers]
+    for layer in changed:
+      change(layer)
+    path.write_bytes(writer.net_bytes(changed, legacy=False,
+                                      legacy_dims=False))
+    with pytest.raises(PortError, match=message):
+      caffe_port.FORMAT.convert(str(path), {"input_size": 64})
 
 
 def test_a_damaged_googlenet_state_dict_is_refused_by_name(tmp_path):

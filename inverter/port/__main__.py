@@ -37,6 +37,7 @@ FORMAT_MODULES = [
     "inverter.port.torchvision",  # torchvision AlexNet, VGG-16, ResNet .pth
     "inverter.port.vgg_caffe",  # adds VGG-16 to the caffemodel format
     "inverter.port.resnet_caffe",  # adds ResNet-50 to the caffemodel format
+    "inverter.port.googlenet_caffe",  # adds GoogLeNet to the caffemodel format
 ]
 
 
