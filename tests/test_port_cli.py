@@ -40,7 +40,7 @@ def small_caffemodel(tmp_path, arch="caffenet", name="net.caffemodel"):
 
 def printed_flags(stdout):
   """The `--config.X=V` flags of the summary's 'use with' line."""
-  return re.findall(r"--config\.(\S+?)=(\S+)", stdout)
+  return re.findall(r"(?<!:)'?--config\.([^\s=]+)=([^'\s]+)'?", stdout)
 
 
 def apply_flags(cfg, flags):

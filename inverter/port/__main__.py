@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -179,9 +180,10 @@ def _read_back(ported: Ported, out: str, model) -> None:
 
 
 def _flag_value(value: Any) -> str:
+  """A config value as a flag value: tuples (also nested) without spaces."""
   if isinstance(value, (tuple, list)):
-    return "(" + ",".join(str(v) for v in value) + ("," if len(value) == 1
-                                                    else "") + ")"
+    return "(" + ",".join(_flag_value(v) for v in value) + (
+        "," if len(value) == 1 else "") + ")"
   return str(value)
 
 
@@ -233,7 +235,11 @@ def summary(ported: Ported, out: str, model, seconds: float) -> str:
   arch_arg = "" if cfg["arch"] == "caffenet" else f":arch={cfg['arch']}"
   lines.append("  use with: python -m inverter.main"
                f" --config=configs/fc6.py{arch_arg} --workdir=DIR"
-               + "".join(f" \\\n      {f}" for f in flags))
+               + "".join(f" \\\n      {shlex.quote(f)}" for f in flags))
+  if len(flags) > 1:
+    lines.append("  or, reading all of it from the encoder directory:"
+                 " python -m inverter.main"
+                 f" --config=configs/fc6.py:encoder={out} --workdir=DIR")
   for warning in ported.warnings:
     lines.append(f"  note: {warning}")
   return "\n".join(lines)
