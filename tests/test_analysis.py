@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 
 from configs import analysis as analysis_config
+from inverter import presets
+from inverter.models import encoders
 from conftest import REPO_ROOT
 from inverter.analysis import (class_references, classes, color_position,
                                common, measures, run_study, sample)
@@ -376,6 +378,19 @@ def test_class_probabilities_continue_the_encoder_from_its_tap(tiny):
                       None)
   for row, t in zip(logits, top):
     assert [c["index"] for c in t] == list(np.argsort(-row)[:5])
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "torchvision_googlenet"])
+def test_class_probabilities_of_resnet_and_googlenet_start_at_pool5(arch):
+  cfg = presets.get_config("fc6", f"arch={arch},test").encoder
+  model = encoders.from_config(cfg)
+  x = np.random.default_rng(0).normal(0, 5, size=(4, 32, 32, 3)).astype(
+      np.float32)
+  params = model.init(jax.random.key(0), x)["params"]
+  taps = model.apply({"params": params}, x)
+  np.testing.assert_allclose(
+      classes.tail(params, "pool5", np.asarray(taps["pool5"]), arch),
+      np.asarray(taps["prob"]), rtol=1e-4, atol=1e-6)
 
 
 def test_class_names_come_from_local_sources(tmp_path):

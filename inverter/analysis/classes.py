@@ -1,9 +1,10 @@
 """From fully connected features to class predictions, and class names.
 
 `probabilities(inv, features)` runs the encoder's remaining layers from the
-inverter's tap (fc6 -> relu6 -> fc7 -> relu7 -> fc8 -> softmax, starting
-wherever the tap is) with the encoder's own dense params; every registered
-architecture names that tail the same way. `class_names(inv, ...)` finds
+inverter's tap with the encoder's own dense params: fc6 -> relu6 -> fc7 ->
+relu7 -> fc8 -> softmax for AlexNets and VGG-16, pool5 -> fc1000 (ResNet) or
+logits (GoogLeNet) -> softmax, starting wherever the tap is
+(`encoders.class_tail`). `class_names(inv, ...)` finds
 human-readable names for the encoder's classes where a trustworthy local
 source exists, else None (callers then print class indices).
 """
@@ -20,15 +21,13 @@ from absl import logging
 
 from inverter import encoder_weights, loading
 from inverter import data as data_lib
-
-# The fully connected tail shared by every encoder, in order.
-FC_TAIL = ("fc6", "relu6", "fc7", "relu7", "fc8", "prob")
+from inverter.models import encoders
 
 
 def has_classes(inv: loading.Inverter) -> bool:
   """True if the inverter's features lead to class scores through dense
-  layers only (fc6 onwards)."""
-  return inv.tap in FC_TAIL
+  layers only (fc6 onwards; pool5 onwards for ResNet and GoogLeNet)."""
+  return inv.tap in encoders.class_tail(inv.config.encoder.arch)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -37,21 +36,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=1, keepdims=True)
 
 
-def tail(params: Any, tap: str, features: np.ndarray) -> np.ndarray:
-  """Applies the encoder layers after `tap` to [N, D] features; returns the
-  class probabilities [N, classes] (float64)."""
-  if tap not in FC_TAIL:
+def tail(params: Any, tap: str, features: np.ndarray,
+         arch: str = "caffenet") -> np.ndarray:
+  """Applies the layers of encoder `arch` after `tap` to [N, D] features;
+  returns the class probabilities [N, classes] (float64)."""
+  stages = encoders.class_tail(arch)
+  if tap not in stages:
     raise ValueError(f"Class predictions need a fully connected tap"
-                     f" ({', '.join(FC_TAIL)}), got {tap!r}.")
+                     f" ({', '.join(stages)}), got {tap!r}.")
   h = np.asarray(features, np.float64)
-  for stage in FC_TAIL[FC_TAIL.index(tap) + 1:]:
-    if stage.startswith("fc"):
+  for stage in stages[stages.index(tap) + 1:]:
+    if stage.startswith("relu"):
+      h = np.maximum(h, 0.0)
+    elif stage == "prob":
+      h = _softmax(h)
+    else:
       kernel = np.asarray(params[stage]["kernel"], np.float64)
       h = h @ kernel + np.asarray(params[stage]["bias"], np.float64)
-    elif stage.startswith("relu"):
-      h = np.maximum(h, 0.0)
-    else:
-      h = _softmax(h)
   if tap == "prob":  # Already probabilities (a perturbed or sampled vector).
     h = np.maximum(h, 0.0)
     h = h / np.maximum(h.sum(axis=1, keepdims=True), 1e-12)
@@ -59,7 +60,8 @@ def tail(params: Any, tap: str, features: np.ndarray) -> np.ndarray:
 
 
 def probabilities(inv: loading.Inverter, features: np.ndarray) -> np.ndarray:
-  return tail(inv.exp.encoder_params, inv.tap, features)
+  return tail(inv.exp.encoder_params, inv.tap, features,
+              inv.config.encoder.arch)
 
 
 def top_k(probs: np.ndarray, names: Sequence[str] | None,

@@ -138,6 +138,19 @@ def default_tap(arch: str, layer: str) -> str:
   return vgg.DEFAULT_TAPS[layer]
 
 
+def class_tail(arch: str) -> tuple[str, ...]:
+  """The taps from the first fully connected input to the softmax, in
+  order: each `relu*` is a ReLU, `prob` the softmax, any other name after
+  the first a dense layer of that parameter name (so the class scores of
+  features at any of these taps follow from the params alone)."""
+  family_ = family(arch)
+  if family_ == "resnet":
+    return ("pool5", "fc1000", "prob")
+  if family_ == "googlenet":
+    return ("pool5", "logits", "prob")
+  return ("fc6", "relu6", "fc7", "relu7", "fc8", "prob")
+
+
 def from_config(encoder_cfg: Mapping[str, Any],
                 dtype: Any = jnp.float32) -> nn.Module:
   """Builds the encoder the `encoder` config block describes."""

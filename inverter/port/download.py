@@ -90,6 +90,28 @@ KNOWN_FILES: dict[str, KnownFile] = {
         format="torchvision",
         sha256_prefix="397923af",
         note="torchvision VGG-16 (arch torchvision_vgg16, 224 RGB)."),
+    "googlenet-1378be20.pth": KnownFile(
+        url="https://download.pytorch.org/models/googlenet-1378be20.pth",
+        format="torchvision",
+        sha256_prefix="1378be20",
+        note="torchvision GoogLeNet (arch torchvision_googlenet, 224 RGB);"
+        " its auxiliary classifiers are skipped."),
+    "resnet50-0676ba61.pth": KnownFile(
+        url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        format="torchvision",
+        sha256_prefix="0676ba61",
+        note="torchvision ResNet-50, IMAGENET1K_V1 (arch resnet50, 224 RGB)."),
+    "resnet50-11ad3fa6.pth": KnownFile(
+        url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+        format="torchvision",
+        sha256_prefix="11ad3fa6",
+        note="torchvision ResNet-50, IMAGENET1K_V2 (arch resnet50, 224 RGB;"
+        " torchvision evaluates it after resizing to 232)."),
+    "bvlc_googlenet.caffemodel": KnownFile(
+        url="http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel",
+        format="caffemodel",
+        sha1="405fc5acd08a3bb12de8ee5e23a96bec22f08204",
+        note="BVLC GoogLeNet (arch googlenet, 224 BGR, 54 MB)."),
     "VGG_ILSVRC_16_layers.caffemodel": KnownFile(
         url="http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
         "VGG_ILSVRC_16_layers.caffemodel",
