@@ -267,6 +267,34 @@ def test_training_separates_two_colours(two_colour_run):
   assert saved["top1"] == metrics["top1"] and saved["loss"] == metrics["loss"]
 
 
+@pytest.mark.parametrize("arch", ["resnet50", "torchvision_googlenet"])
+def test_batch_norm_networks_train_and_export_calibrated_statistics(
+    tmp_path, arch):
+  write_image_folder(tmp_path / "data", {"red": (220, 30, 30),
+                                         "blue": (20, 40, 220)},
+                     n_train=16, n_eval=8, size=32)
+  config = tiny_config(f"folder:{tmp_path / 'data'}", 2,
+                       num_train_steps=20, eval_every_steps=100)
+  config.encoder = presets.get_config("conv1", f"test,arch={arch}").encoder
+  config.encoder.num_classes = 2
+  config.data.mean = presets.get_config("conv1", f"test,arch={arch}").data.mean
+  config.input_scale = 1.0  # these normalise their own input
+  metrics = classify.train_and_evaluate(config, str(tmp_path / "run"))
+  # Trained from the batches' statistics, evaluated with calibrated ones
+  # (chance is 0.5).
+  assert metrics["top1"] >= 0.8
+  exported = ocp.StandardCheckpointer().restore(
+      (tmp_path / "run" / classify.ENCODER_DIR / "params").resolve())
+  flat = {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_leaves_with_path(exported)}
+  means = [v for k, v in flat.items() if k.endswith("['mean']")]
+  variances = [v for k, v in flat.items() if k.endswith("['var']")]
+  assert means and len(means) == len(variances)
+  # Not the initial 0 / 1: every layer's statistics were set from data.
+  assert all(np.abs(m).max() > 0 for m in means)
+  assert all(np.abs(v - 1).max() > 1e-3 and v.min() >= 0 for v in variances)
+
+
 def test_rerun_resumes_from_the_last_checkpoint(two_colour_run, tmp_path,
                                                 monkeypatch):
   data, finished, _ = two_colour_run

@@ -17,7 +17,7 @@ Config argument: `source=NAME_OR_folder:PATH` to read another labelled
 source (ImageFolder layout PATH/<split>/<class>/<image>).
 """
 
-from inverter import classify, presets
+from inverter import classify_configs, presets
 
 
 def get_config(arg=None):
@@ -25,7 +25,7 @@ def get_config(arg=None):
   unknown = sorted(set(args) - {"source"})
   if unknown:
     raise ValueError(f"Unknown config argument(s) {unknown}; known: source.")
-  c = classify.base_config("caffenet")
+  c = classify_configs.base_config("caffenet")
   c.data.source = "imagenet2012"
   c.data.eval_split = "validation"
   c.data.resize_size = 256

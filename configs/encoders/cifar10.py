@@ -27,8 +27,8 @@ inverter configs' `test` preset, so `configs/conv1.py:test` takes the exported
 weights with only --config.encoder.weights).
 """
 
-from inverter import classify
+from inverter import classify_configs
 
 
 def get_config(arg=None):
-  return classify.small_dataset_config("cifar10", arg, num_train_steps=5_000)
+  return classify_configs.small_dataset_config("cifar10", arg, num_train_steps=5_000)

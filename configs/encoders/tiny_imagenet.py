@@ -23,7 +23,7 @@ Config argument (comma-separated): `source=NAME_OR_folder:PATH`, and `test`
 for a tiny fast preset used by the test suite.
 """
 
-from inverter import classify
+from inverter import classify_configs
 
 # 40 epochs of the 60,000 training images at batch 128.
 EPOCHS = 40
@@ -31,6 +31,6 @@ TRAIN_IMAGES = 60_000
 
 
 def get_config(arg=None):
-  return classify.small_dataset_config(
+  return classify_configs.small_dataset_config(
       "tiny_imagenet", arg, num_train_steps=EPOCHS * TRAIN_IMAGES // 128,
       eval_every_steps=1_875)  # every 4 epochs

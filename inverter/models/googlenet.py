@@ -90,29 +90,29 @@ class GoogLeNet(nn.Module):
   dtype: Any = jnp.float32
 
   def _conv(self, h: jax.Array, name: str, width: int, kernel: int,
-            stride: int = 1) -> jax.Array:
+            stride: int = 1, train: bool = False) -> jax.Array:
     """Caffe: conv (bias) + ReLU; torchvision: conv + batch norm + ReLU."""
     torchvision = self.arch == TORCHVISION_ARCH
     h = layers.CaffeConv(width, kernel, stride, (kernel - 1) // 2,
                          use_bias=not torchvision, dtype=self.dtype,
                          name=name)(h)
     if torchvision:
-      h = layers.FrozenBatchNorm(BN_EPS, dtype=self.dtype,
-                                 name=f"{name}_bn")(h)
+      h = layers.BatchNorm(BN_EPS, dtype=self.dtype, name=f"{name}_bn")(
+          h, use_batch_stats=train)
     return nn.relu(h)
 
-  def _inception(self, h: jax.Array, module: str,
-                 widths: Sequence[int]) -> jax.Array:
+  def _inception(self, h: jax.Array, module: str, widths: Sequence[int],
+                 train: bool) -> jax.Array:
     w1, w3r, w3, w5r, w5, wp = widths
     name = f"inception_{module}"
     third = 3 if self.arch == TORCHVISION_ARCH else 5
+    conv = lambda y, n, w, k: self._conv(y, n, w, k, train=train)
     return jnp.concatenate([
-        self._conv(h, f"{name}_1x1", w1, 1),
-        self._conv(self._conv(h, f"{name}_3x3_reduce", w3r, 1),
-                   f"{name}_3x3", w3, 3),
-        self._conv(self._conv(h, f"{name}_5x5_reduce", w5r, 1),
-                   f"{name}_5x5", w5, third),
-        self._conv(_max_pool_same(h), f"{name}_pool_proj", wp, 1),
+        conv(h, f"{name}_1x1", w1, 1),
+        conv(conv(h, f"{name}_3x3_reduce", w3r, 1), f"{name}_3x3", w3, 3),
+        conv(conv(h, f"{name}_5x5_reduce", w5r, 1), f"{name}_5x5", w5,
+             third),
+        conv(_max_pool_same(h), f"{name}_pool_proj", wp, 1),
     ], axis=-1)
 
   @nn.compact
@@ -138,16 +138,18 @@ class GoogLeNet(nn.Module):
     widths = dict(zip(MODULES, self.inception_widths))
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
 
+    # `train`: torchvision's batch norms use the batch's statistics.
+    conv = lambda h, n, w, k, s=1: self._conv(h, n, w, k, s, train=train)
+
     def conv2(h):
-      h = self._conv(self._conv(h, "conv2_reduce", w2r, 1), "conv2", w2, 3)
-      return pool(lrn(h))
+      return pool(lrn(conv(conv(h, "conv2_reduce", w2r, 1), "conv2", w2, 3)))
 
     stage_list: list[stages.Stage] = [
-        ("conv1", lambda h: lrn(pool(self._conv(h, "conv1", w1, 7, 2)))),
+        ("conv1", lambda h: lrn(pool(conv(h, "conv1", w1, 7, 2)))),
         ("conv2", conv2)]
     for module in MODULES:
-      stage_list.append((f"inception_{module}",
-                         lambda h, m=module: self._inception(h, m, widths[m])))
+      stage_list.append((f"inception_{module}", lambda h, m=module:
+                         self._inception(h, m, widths[m], train)))
       if module == "3b":
         stage_list.append(("pool3", pool))
       elif module == "4e":

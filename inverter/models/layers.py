@@ -309,23 +309,37 @@ class CaffeConv(nn.Module):
     return y + bias.astype(self.dtype)
 
 
-class FrozenBatchNorm(nn.Module):
-  """Batch norm in inference mode over the last axis:
-  (x - mean) / sqrt(var + eps) * scale + bias, the four stored as params
-  (`mean`, `var`, `scale`, `bias`), as ported networks hold them (Caffe's
-  BatchNorm + Scale pair, PyTorch's running statistics and affine weights).
+class BatchNorm(nn.Module):
+  """Batch norm over the last axis with its statistics stored as params.
+
+  Inference (the default): (x - mean) / sqrt(var + eps) * scale + bias, with
+  `mean`, `var`, `scale`, `bias` all params, as ported networks hold them
+  (Caffe's BatchNorm + Scale pair, PyTorch's running statistics and affine
+  weights), so every caller applies an encoder with {"params": ...} alone.
+  `use_batch_stats=True` (training from scratch) normalises by the batch's
+  own mean and variance instead, leaving `mean`/`var` unused (zero
+  gradient), and sows both in the "batch_stats" collection, from which
+  `inverter.bn_calibration` sets the stored statistics afterwards.
   """
 
   eps: float = 1e-5
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, use_batch_stats: bool = False
+               ) -> jax.Array:
     width = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (width,))
     bias = self.param("bias", nn.initializers.zeros, (width,))
     mean = self.param("mean", nn.initializers.zeros, (width,))
     var = self.param("var", nn.initializers.ones, (width,))
+    if use_batch_stats:
+      axes = tuple(range(x.ndim - 1))
+      x32 = x.astype(jnp.float32)
+      mean = jnp.mean(x32, axis=axes)
+      var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+      self.sow("batch_stats", "mean", mean)
+      self.sow("batch_stats", "var", var)
     gain = scale * lax.rsqrt(var + self.eps)
     return (x * gain.astype(self.dtype)
             + (bias - mean * gain).astype(self.dtype))

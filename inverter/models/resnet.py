@@ -10,8 +10,9 @@ Two published layouts of ResNet-50:
     KaimingHe/deep-residual-networks): the stride on the first 1x1
     convolution (and the projection), conv1 with a bias, pool1 3x3/2 without
     padding rounding up (Caffe), BGR 0-255 minus the per-pixel mean image.
-Both: batch norm after every convolution in inference mode (Caffe's
-BatchNorm + Scale pair, eps 1e-5 in both), projection shortcuts on each
+Both: batch norm after every convolution (Caffe's BatchNorm + Scale pair,
+eps 1e-5 in both; from the stored statistics, except when trained from
+scratch, see layers.BatchNorm), projection shortcuts on each
 stage's first block, global average pooling (Caffe's 7x7 pool5 at 224),
 fc1000, softmax. `block="basic"` builds ResNet-18/34-style blocks (two 3x3
 convolutions) for reduced networks trained here.
@@ -84,17 +85,18 @@ class ResNet(nn.Module):
     return layers.CaffeConv(width, kernel, stride, (kernel - 1) // 2,
                             use_bias=bias, dtype=self.dtype, name=name)
 
-  def _bn(self, name: str) -> nn.Module:
-    return layers.FrozenBatchNorm(BN_EPS, dtype=self.dtype, name=name)
+  def _bn(self, h: jax.Array, name: str, train: bool) -> jax.Array:
+    return layers.BatchNorm(BN_EPS, dtype=self.dtype, name=name)(
+        h, use_batch_stats=train)
 
   def _block(self, h: jax.Array, name: str, width: int, stride: int,
-             project: bool) -> jax.Array:
+             project: bool, train: bool) -> jax.Array:
     caffe = self.arch == CAFFE_ARCH
     suffix = name[3:]  # '2a' of 'res2a': Caffe names bn2a_branch2a etc.
 
     def conv_bn(y, branch, w, kernel, s):
       y = self._conv(f"{name}_branch{branch}", w, kernel, s)(y)
-      return self._bn(f"bn{suffix}_branch{branch}")(y)
+      return self._bn(y, f"bn{suffix}_branch{branch}", train)
 
     if self.block == "bottleneck":
       first, second = (stride, 1) if caffe else (1, stride)
@@ -111,7 +113,8 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False,
                until: str | None = None) -> dict[str, jax.Array]:
-    del train  # Inference-mode batch norm, no dropout.
+    # `train`: batch norm from the batch's statistics (training from
+    # scratch), else from the stored ones; there is no dropout.
     if self.arch not in ARCHITECTURES or self.block not in BLOCK_TYPES:
       raise ValueError(f"ResNet arch must be one of {ARCHITECTURES} and"
                        f" block one of {BLOCK_TYPES}; got {self.arch!r},"
@@ -130,7 +133,7 @@ class ResNet(nn.Module):
 
     def stem(h):
       h = self._conv("conv1", self.stem_width, 7, 2, bias=caffe)(h)
-      h = nn.relu(self._bn("bn_conv1")(h))
+      h = nn.relu(self._bn(h, "bn_conv1", train))
       if caffe:
         return layers.max_pool_ceil(h, 3, 2)
       return pooling.max_pool_floor(h, 3, 2, pad=1)
@@ -144,7 +147,7 @@ class ResNet(nn.Module):
         project = b == 0 and (stride != 1
                               or width_in != width * self.expansion)
         stage_list.append((name, lambda h, n=name, w=width, st=stride,
-                           p=project: self._block(h, n, w, st, p)))
+                           p=project: self._block(h, n, w, st, p, train)))
       width_in = width * self.expansion
       stage_list.append((f"res{s + 2}", lambda h: h))
     stage_list += [
