@@ -39,7 +39,9 @@ def random_pixels(size, seed):
   return np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3))
 
 
-@pytest.mark.parametrize("size", [64, 67])
+# 67 pixels: conv1 gives 34, which ceil-rounded pool1 takes to 17 (rounding
+# down would give 16).
+@pytest.mark.parametrize("size", [67])
 def test_torchvision_googlenet_ports_and_matches_pytorch_at_every_tap(
     tmp_path, size):
   sd = ref.random_torchvision_googlenet(STEM, MODULES, classes=10)
@@ -79,7 +81,7 @@ def write_caffe_googlenet(path, size, **options):
   return sd, layers
 
 
-@pytest.mark.parametrize("size", [64, 67])
+@pytest.mark.parametrize("size", [67])
 def test_caffe_googlenet_ports_and_matches_pytorch_at_every_tap(tmp_path,
                                                                 size):
   path = tmp_path / "googlenet.caffemodel"
@@ -146,7 +148,7 @@ def test_the_full_networks_have_the_published_tap_shapes(arch):
   assert shapes["pool5"] == (1024,) and shapes["logits"] == (1000,)
 
 
-@pytest.mark.parametrize("arch", googlenet.ARCHITECTURES)
+@pytest.mark.parametrize("arch", [googlenet.TORCHVISION_ARCH])
 def test_inverters_of_googlenet_taps_train_end_to_end(tmp_path, arch):
   config = presets.get_config("conv4", f"arch={arch},test")
   config.encoder.tap = "inception_4c"

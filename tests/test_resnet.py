@@ -39,9 +39,10 @@ def apply(encoder_cfg, params, x):
                      jax.numpy.asarray(x.numpy().transpose(0, 2, 3, 1)))
 
 
-@pytest.mark.parametrize("bottleneck,blocks", [(True, (2, 1, 2, 1)),
-                                               (False, (2, 2, 1, 1))])
-@pytest.mark.parametrize("size", [64, 65])
+# 65 pixels: conv1 gives 33, which torchvision's padded pool1 takes to 17
+# and Caffe's ceil-rounded one to 16.
+@pytest.mark.parametrize("bottleneck,blocks,size", [(True, (2, 1, 2, 1), 65),
+                                                    (False, (2, 2, 1, 1), 64)])
 def test_torchvision_resnet_ports_and_matches_pytorch_at_every_tap(
     tmp_path, bottleneck, blocks, size):
   sd = ref.random_torchvision_resnet(8, (4, 8, 8, 16), blocks, classes=10,
@@ -60,7 +61,7 @@ def test_torchvision_resnet_ports_and_matches_pytorch_at_every_tap(
   assert_every_tap_matches(apply(cfg, ported.params, x), theirs, cfg)
 
 
-@pytest.mark.parametrize("size", [64, 65])
+@pytest.mark.parametrize("size", [65])
 def test_caffe_resnet_ports_and_matches_pytorch_at_every_tap(tmp_path, size):
   blocks = (2, 1, 2, 1)
   sd = ref.random_caffe_resnet(8, (4, 8, 8, 16), blocks, classes=10)
@@ -120,7 +121,7 @@ def test_both_layouts_pool_where_their_published_networks_do(arch):
   assert shapes["conv1"][0] == {"resnet50": 57, "caffe_resnet50": 56}[arch]
 
 
-@pytest.mark.parametrize("arch", resnet.ARCHITECTURES)
+@pytest.mark.parametrize("arch", [resnet.CAFFE_ARCH])
 def test_inverters_of_resnet_taps_train_end_to_end(tmp_path, arch):
   config = presets.get_config("conv4", f"arch={arch},test")
   config.encoder.tap = "res3a"
