@@ -27,3 +27,22 @@ def write_random_photos(root, count: int, seed: int) -> None:
   for i in range(count):
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(
         pathlib.Path(root) / f"photo{i:02d}.jpg")
+
+
+# Parity tolerance: max |ours - reference| / max |reference| at every tap.
+TAP_TOLERANCE = 1e-4
+
+
+def assert_every_tap_matches(ours, theirs, tap_names) -> None:
+  """Our encoder's taps (NHWC) equal a PyTorch reference's (NCHW tensors)
+  to TAP_TOLERANCE, and both have exactly the taps `tap_names`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert set(ours) == set(theirs) == set(tap_names)
+  for name, want in theirs.items():
+    want = want.detach().numpy()
+    if want.ndim == 4:
+      want = want.transpose(0, 2, 3, 1)  # NCHW -> NHWC
+    got = np.asarray(ours[name])
+    assert got.shape == want.shape, name
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err <= TAP_TOLERANCE, f"{name}: relative error {err:.2e}"

@@ -10,6 +10,7 @@ import torch
 
 import caffe_proto_writer as writer
 import reference_googlenet_torch as ref
+from conftest import assert_every_tap_matches
 from inverter import presets, train
 from inverter.models import encoders, googlenet, preprocessing
 from inverter.port import caffe as caffe_port
@@ -17,21 +18,8 @@ from inverter.port import googlenet_caffe  # pylint: disable=unused-import
 from inverter.port import torchvision as tv_port
 from inverter.port.common import PortError
 
-TOLERANCE = 1e-4  # max |ours - reference| / max |reference|, at every tap.
 STEM = (8, 8, 12)
 MODULES = tuple((4, 4, 6, 2, 3, 3) for _ in range(9))
-
-
-def assert_every_tap_matches(ours, theirs):
-  assert set(ours) == set(theirs) == set(googlenet.TAPS)
-  for name, want in theirs.items():
-    want = want.detach().numpy()
-    if want.ndim == 4:
-      want = want.transpose(0, 2, 3, 1)  # NCHW -> NHWC
-    got = np.asarray(ours[name])
-    assert got.shape == want.shape, name
-    err = np.abs(got - want).max() / np.abs(want).max()
-    assert err <= TOLERANCE, f"{name}: relative error {err:.2e}"
 
 
 def random_pixels(size, seed):
@@ -67,7 +55,7 @@ def test_torchvision_googlenet_ports_and_matches_pytorch_at_every_tap(
   x = torch.tensor(normalised.transpose(0, 3, 1, 2), dtype=torch.float32)
   with torch.no_grad():
     theirs = ref.torchvision_googlenet(sd, x)
-  assert_every_tap_matches(ours, theirs)
+  assert_every_tap_matches(ours, theirs, googlenet.TAPS)
 
 
 def write_caffe_googlenet(path, size, **options):
@@ -98,7 +86,7 @@ def test_caffe_googlenet_ports_and_matches_pytorch_at_every_tap(tmp_path,
   ours = model.apply({"params": ported.params}, jax.numpy.asarray(x))
   with torch.no_grad():
     theirs = ref.caffe_googlenet(sd, torch.tensor(x.transpose(0, 3, 1, 2)))
-  assert_every_tap_matches(ours, theirs)
+  assert_every_tap_matches(ours, theirs, googlenet.TAPS)
 
 
 def test_a_caffe_googlenet_with_another_lrn_or_order_is_refused(tmp_path):

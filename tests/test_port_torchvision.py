@@ -12,26 +12,12 @@ import tensorflow as tf
 import torch
 
 import reference_torchvision_torch as ref
+from conftest import assert_every_tap_matches
 from inverter import encoder_weights, presets
 from inverter import data as data_lib
 from inverter.models import encoders, preprocessing
 from inverter.port import common, torch_pickle
 from inverter.port import torchvision as tv_port
-
-TOLERANCE = 1e-4  # max |ours - reference| / max |reference|, at every tap.
-
-
-def assert_every_tap_matches(ours, theirs, arch):
-  assert set(ours) == set(theirs) == set(encoders.tap_names(arch))
-  for name, want in theirs.items():
-    want = want.detach().numpy()
-    if want.ndim == 4:
-      want = want.transpose(0, 2, 3, 1)  # NCHW -> NHWC
-    got = np.asarray(ours[name])
-    assert got.shape == want.shape, name
-    err = np.abs(got - want).max() / np.abs(want).max()
-    assert err <= TOLERANCE, f"{name}: relative error {err:.2e}"
-
 
 def port(sd, path, legacy=False, **options):
   torch.save(sd, path, _use_new_zipfile_serialization=not legacy)
@@ -68,7 +54,8 @@ def test_torchvision_alexnet_matches_pytorch_at_every_tap(tmp_path, alexnet_sd,
   assert tuple(ported.encoder.widths) == ALEXNET_WIDTHS
   assert ported.encoder.avgpool_size == 6
   ours, theirs = run_both(ported, alexnet_sd, ref.torchvision_alexnet, size)
-  assert_every_tap_matches(ours, theirs, "torchvision_alexnet")
+  assert_every_tap_matches(ours, theirs,
+                           encoders.tap_names("torchvision_alexnet"))
 
 
 VGG_WIDTHS = (4, 8, 8, 16, 16)
@@ -85,7 +72,8 @@ def test_torchvision_vgg16_matches_pytorch_at_every_tap(tmp_path, size,
   assert ported.encoder.arch == "torchvision_vgg16"
   assert tuple(ported.encoder.widths) == VGG_WIDTHS
   ours, theirs = run_both(ported, sd, ref.torchvision_vgg16, size)
-  assert_every_tap_matches(ours, theirs, "torchvision_vgg16")
+  assert_every_tap_matches(ours, theirs,
+                           encoders.tap_names("torchvision_vgg16"))
 
 
 def test_full_size_ported_config_is_the_preset_and_loads(tmp_path,

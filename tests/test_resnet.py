@@ -10,28 +10,13 @@ import torch
 
 import caffe_proto_writer as writer
 import reference_resnet_torch as ref
+from conftest import assert_every_tap_matches
 from inverter import presets, train
 from inverter.models import encoders, resnet
 from inverter.port import caffe as caffe_port
 from inverter.port import resnet_caffe  # pylint: disable=unused-import
 from inverter.port import torchvision as tv_port
 from inverter.port.common import PortError
-
-TOLERANCE = 1e-4  # max |ours - reference| / max |reference|, at every tap.
-
-
-def assert_every_tap_matches(ours, theirs, encoder_cfg):
-  assert set(ours) == set(theirs) == set(
-      encoders.tap_names(encoder_cfg["arch"], encoder_cfg))
-  for name, want in theirs.items():
-    want = want.detach().numpy()
-    if want.ndim == 4:
-      want = want.transpose(0, 2, 3, 1)  # NCHW -> NHWC
-    got = np.asarray(ours[name])
-    assert got.shape == want.shape, name
-    err = np.abs(got - want).max() / np.abs(want).max()
-    assert err <= TOLERANCE, f"{name}: relative error {err:.2e}"
-
 
 def apply(encoder_cfg, params, x):
   model = encoders.from_config(encoder_cfg)
@@ -58,7 +43,8 @@ def test_torchvision_resnet_ports_and_matches_pytorch_at_every_tap(
   x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
   with torch.no_grad():
     theirs = ref.torchvision_resnet(sd, x, blocks, bottleneck)
-  assert_every_tap_matches(apply(cfg, ported.params, x), theirs, cfg)
+  assert_every_tap_matches(apply(cfg, ported.params, x), theirs,
+                           encoders.tap_names(cfg.arch, cfg))
 
 
 @pytest.mark.parametrize("size", [65])
@@ -81,7 +67,8 @@ def test_caffe_resnet_ports_and_matches_pytorch_at_every_tap(tmp_path, size):
   x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
   with torch.no_grad():
     theirs = ref.caffe_resnet(sd, x, blocks)
-  assert_every_tap_matches(apply(cfg, ported.params, x), theirs, cfg)
+  assert_every_tap_matches(apply(cfg, ported.params, x), theirs,
+                           encoders.tap_names(cfg.arch, cfg))
   # pool5 must cover the whole last map at the input size given.
   with pytest.raises(PortError, match="pool5 must average the whole"):
     caffe_port.FORMAT.convert(str(path), {"input_size": size + 64})

@@ -246,6 +246,30 @@ def _bias(layer: caffemodel.Layer, bias_term: bool, width: int,
   return np.zeros((width,), np.float32)
 
 
+def check_global_average_pool(layer: caffemodel.Layer, side: int,
+                              input_size: int, path: str) -> None:
+  """A Pooling layer must average the whole side x side map (GoogLeNet's
+  and ResNet's pool5 at the input size the network was built for)."""
+  p = layer.param("pooling_param")
+  if p["pool"] != 1 or not (p["global_pooling"] or (
+      _spatial(p, "kernel_size", None, path) == side
+      and _spatial(p, "stride", 1, path) == 1)):
+    raise PortError(
+        f"{path}: {layer.name} must average the whole {side}x{side} last map"
+        f" at --input_size {input_size} (a {side}x{side}/1 average pool);"
+        " give the input size the network was built for.")
+
+
+def classifier(layer: caffemodel.Layer, inputs: int,
+               path: str) -> dict[str, np.ndarray]:
+  """An InnerProduct layer over `inputs` features as {kernel [in, out],
+  bias}."""
+  classes = int(layer.param("inner_product_param")["num_output"] or 0)
+  weight = _blob(layer, 0, (classes, inputs), path)
+  return {"kernel": np.ascontiguousarray(weight.T),
+          "bias": _blob(layer, 1, (classes,), path).copy()}
+
+
 def pool5_size(input_size: int, kernel: int, stride: int, pad: int) -> int:
   """pool5's height/width: conv1 rounds down, each max-pool rounds up."""
   pool = lambda s: -(-(s - _POOL[0]) // _POOL[1]) + 1

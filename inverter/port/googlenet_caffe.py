@@ -148,20 +148,11 @@ def convert_googlenet(net: caffemodel.Net, path: str,
   cfg.inception_widths = tuple(modules)
   from inverter.models import encoders  # pylint: disable=g-import-not-at-top
   last = encoders.tap_shapes(googlenet.from_config(cfg))["inception_5b"][0]
-  pool5 = read.layer("pool5/7x7_s1", "Pooling").param("pooling_param")
-  if pool5["pool"] != 1 or not (pool5["global_pooling"] or (
-      _spatial(pool5, "kernel_size", None, path) == last
-      and _spatial(pool5, "stride", 1, path) == 1)):
-    raise PortError(
-        f"{path}: pool5/7x7_s1 must average the whole {last}x{last} last map"
-        f" at --input_size {cfg.input_size}; give the input size the network"
-        " was built for.")
-  fc = read.layer("loss3/classifier", "InnerProduct")
-  classes = int(fc.param("inner_product_param")["num_output"] or 0)
-  weight = _blob(fc, 0, (classes, channels), path)
-  params["logits"] = {"kernel": np.ascontiguousarray(weight.T),
-                      "bias": _blob(fc, 1, (classes,), path).copy()}
-  cfg.num_classes = classes
+  caffe.check_global_average_pool(read.layer("pool5/7x7_s1", "Pooling"),
+                                  last, cfg.input_size, path)
+  params["logits"] = caffe.classifier(
+      read.layer("loss3/classifier", "InnerProduct"), channels, path)
+  cfg.num_classes = int(params["logits"]["kernel"].shape[1])
   common.check_finite(params, path)
   skipped = sorted(name for name in read.by_name
                    if name.startswith(("loss1/", "loss2/")))

@@ -176,20 +176,11 @@ def convert_resnet(net: caffemodel.Net, path: str,
   cfg.block = "bottleneck"
   from inverter.models import encoders  # pylint: disable=g-import-not-at-top
   last = encoders.tap_shapes(resnet.from_config(cfg))["res5"][0]
-  pool5 = _pool(by_name, "pool5", path)
-  if pool5["pool"] != 1 or not (pool5["global_pooling"] or (
-      _spatial(pool5, "kernel_size", None, path) == last
-      and _spatial(pool5, "stride", 1, path) == 1)):
-    raise PortError(
-        f"{path}: pool5 must average the whole {last}x{last} last map at"
-        f" --input_size {cfg.input_size} (a {last}x{last}/1 average pool);"
-        " give the input size the network was built for.")
-  fc = _layer(by_name, "fc1000", "InnerProduct", path)
-  classes = int(fc.param("inner_product_param")["num_output"] or 0)
-  weight = _blob(fc, 0, (classes, channels), path)
-  params["fc1000"] = {"kernel": np.ascontiguousarray(weight.T),
-                      "bias": _blob(fc, 1, (classes,), path).copy()}
-  cfg.num_classes = classes
+  caffe.check_global_average_pool(_layer(by_name, "pool5", "Pooling", path),
+                                  last, cfg.input_size, path)
+  params["fc1000"] = caffe.classifier(
+      _layer(by_name, "fc1000", "InnerProduct", path), channels, path)
+  cfg.num_classes = int(params["fc1000"]["kernel"].shape[1])
   common.check_finite(params, path)
   preprocessing, extra = caffe.caffe_preprocessing(options, cfg)
   source = common.source_info(path, "caffemodel")

@@ -4,6 +4,7 @@ fit (shared by the torchvision ResNet and GoogLeNet converters)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -46,3 +47,13 @@ def conv(state: Mapping[str, Any], key: str, kernel: int, channels: int,
         f" {k.shape[2]} channels; the network has {kernel}x{kernel} over"
         f" {channels} there.")
   return k
+
+
+def refuse_unknown(state: Mapping[str, Any], known: re.Pattern, network: str,
+                   where: str) -> None:
+  """PortError naming the first keys of `state` that `known` does not match."""
+  unknown = sorted(k for k in state if not known.match(k))
+  if unknown:
+    raise PortError(
+        f"{where} has keys {network} does not have:"
+        f" {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}.")

@@ -61,11 +61,7 @@ def convert_state_dict(state: Mapping[str, Any], where: str = "state",
                        input_size: int | None = None
                        ) -> tuple[str, Any, dict[str, Any]]:
   """(arch, encoder config block, Flax params) for torchvision GoogLeNet."""
-  unknown = sorted(k for k in state if not _KNOWN.match(k))
-  if unknown:
-    raise PortError(
-        f"{where} has keys torchvision's GoogLeNet does not have:"
-        f" {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}.")
+  state_dict.refuse_unknown(state, _KNOWN, "torchvision's GoogLeNet", where)
   params: dict[str, Any] = {}
   w1 = _basic_conv(state, "conv1", "conv1", 7, 3, params, where)
   w2r = _basic_conv(state, "conv2", "conv2_reduce", 1, w1, params, where)

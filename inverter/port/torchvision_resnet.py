@@ -47,11 +47,7 @@ def convert_state_dict(state: Mapping[str, Any], where: str = "state",
                        input_size: int | None = None
                        ) -> tuple[str, Any, dict[str, Any]]:
   """(arch, encoder config block, Flax params) for a torchvision ResNet."""
-  unknown = sorted(k for k in state if not _KNOWN.match(k))
-  if unknown:
-    raise PortError(
-        f"{where} has keys torchvision's ResNet does not have:"
-        f" {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}.")
+  state_dict.refuse_unknown(state, _KNOWN, "torchvision's ResNet", where)
   counts: dict[int, int] = {}
   for key in state:
     if match := _BLOCK_KEY.match(key):
