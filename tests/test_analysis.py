@@ -380,7 +380,7 @@ def test_class_probabilities_continue_the_encoder_from_its_tap(tiny):
     assert [c["index"] for c in t] == list(np.argsort(-row)[:5])
 
 
-@pytest.mark.parametrize("arch", ["resnet50", "torchvision_googlenet"])
+@pytest.mark.parametrize("arch", ["resnet50", "googlenet"])
 def test_class_probabilities_of_resnet_and_googlenet_start_at_pool5(arch):
   cfg = presets.get_config("fc6", f"arch={arch},test").encoder
   model = encoders.from_config(cfg)

@@ -129,7 +129,8 @@ def test_hard_kill_while_committing_a_checkpoint_resumes_from_the_last_one(
                                  "cli_with_stalled_commit.py"),
              "20", str(marker), *flags(photos, workdir)])
   deadline = time.monotonic() + 240
-  while not marker.exists():
+  # The marker is created before its text is written: wait for both.
+  while not (marker.exists() and marker.read_text()):
     assert run.proc.poll() is None, run.output[-3000:]
     assert time.monotonic() < deadline, run.output[-3000:]
     time.sleep(0.02)

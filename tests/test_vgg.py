@@ -192,7 +192,8 @@ def test_training_feeds_ported_weights_their_own_preprocessing(tmp_path):
 def test_registry_knows_every_arch_and_keeps_alexnet_working():
   assert set(encoders.ARCHITECTURES) == {
       "caffenet", "alexnet", "torchvision_alexnet", "vgg16",
-      "torchvision_vgg16", "resnet50", "caffe_resnet50"}
+      "torchvision_vgg16", "googlenet", "torchvision_googlenet", "resnet50",
+      "caffe_resnet50"}
   for arch in encoders.ARCHITECTURES:
     cfg = presets.encoder_config(arch)
     assert set(encoders.ARCHITECTURE_FIELDS[arch]) <= set(cfg)
