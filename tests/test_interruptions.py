@@ -129,15 +129,17 @@ def test_hard_kill_while_committing_a_checkpoint_resumes_from_the_last_one(
                                  "cli_with_stalled_commit.py"),
              "20", str(marker), *flags(photos, workdir)])
   deadline = time.monotonic() + 240
-  # The marker is created before its text is written: wait for both.
-  while not (marker.exists() and marker.read_text()):
-    assert run.proc.poll() is None, run.output[-3000:]
-    assert time.monotonic() < deadline, run.output[-3000:]
-    time.sleep(0.02)
-  # Every file of step 20 is written, only the commit is missing.
-  temporary = pathlib.Path(marker.read_text())
-  assert (temporary / "state").is_dir() and (temporary / "data").is_dir()
-  run.proc.kill()
+  try:
+    # The marker is created before its text is written: wait for both.
+    while not (marker.exists() and marker.read_text()):
+      assert run.proc.poll() is None, run.output[-3000:]
+      assert time.monotonic() < deadline, run.output[-3000:]
+      time.sleep(0.02)
+    # Every file of step 20 is written, only the commit is missing.
+    temporary = pathlib.Path(marker.read_text())
+    assert (temporary / "state").is_dir() and (temporary / "data").is_dir()
+  finally:
+    run.proc.kill()  # Also when an assertion failed: it would stall forever.
   assert run.finish() == -signal.SIGKILL
   assert completed_steps(workdir) == [10]
 
