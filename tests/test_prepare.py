@@ -2,9 +2,11 @@
 layout becomes a prepared TFDS data set that TFDS and the project's data
 pipeline read like any other, with every JPEG's bytes unchanged.
 
-The last test rebuilds part of the shared prepared copy
+The last tiny_imagenet test rebuilds part of the shared prepared copy
 (../shared/data/tfds/tiny_imagenet, which CI always has) from an official
-layout written from its own examples, and requires the same examples.
+layout written from its own examples, and requires the same examples. The
+`<source>_warped` tests use TFDS mock ImageNet and the shared ImageNet
+sample photographs (../shared/data/imagenet-sample).
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import REPO_ROOT
 from inverter import data as data_lib
 from inverter import presets
-from inverter.prepare import tiny_imagenet
+from inverter.prepare import tiny_imagenet, warped
 
-SHARED_TFDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_TFDS = SHARED / "tfds"
 WNIDS = ("n01443537", "n01629819", "n02123045")
 
 
@@ -158,6 +162,14 @@ def test_command_line_prepares_and_refuses_with_status_2(small_tree,
   assert proc.returncode == 2
   assert "ERROR:" in proc.stderr and "val_annotations.txt" in proc.stderr
   assert "Traceback" not in proc.stderr
+  # A warped copy of a data set that is not prepared there.
+  proc = subprocess.run(
+      [sys.executable, "-m", "inverter.prepare", "imagenet2012_warped",
+       f"--data_dir={tmp_path / 'none'}"], cwd=REPO_ROOT, env=env,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "imagenet2012" in proc.stderr and "Traceback" not in proc.stderr
+  assert not (tmp_path / "none" / "imagenet2012_warped").exists()
 
 
 @pytest.mark.skipif(not (SHARED_TFDS / "tiny_imagenet").is_dir(),
@@ -182,3 +194,52 @@ def test_rebuilding_part_of_the_shared_copy_gives_the_same_examples(tmp_path):
       name: ex for name, ex in shared_train.items() if ex[0] in train}
   assert examples(out, "validation") == {
       name: ex for name, ex in shared_val.items() if ex[0] in train}
+
+
+def test_warped_examples_of_mock_imagenet_keep_label_and_name():
+  # TFDS mock data: the ImageNet code path (mock images are random noise,
+  # and undecoded ones differ from decoded ones, so pixels are checked on
+  # real photographs below).
+  with tfds.testing.mock_data(num_examples=4):
+    source = tfds.builder("imagenet2012")
+    builder = warped.builder_class("imagenet2012")(
+        source=source, splits=["train"], data_dir="/nonexistent")
+    examples = dict(builder._generate_examples("train"))  # pylint: disable=protected-access
+    originals = list(tfds.as_numpy(source.as_dataset(split="train")))
+  assert len(examples) == 4
+  for (key, example), original in zip(sorted(examples.items()), originals):
+    assert example["file_name"] == original["file_name"].decode()
+    assert key.endswith(example["file_name"])
+    assert example["label"] == original["label"]
+    assert tf.io.decode_jpeg(example["image"]).shape == (256, 256, 3)
+
+
+@pytest.mark.skipif(not (SHARED / "imagenet-sample").is_dir(),
+                    reason=f"shared data not found at {SHARED}")
+def test_a_warped_copy_feeds_the_pipeline_the_same_crops(tmp_path):
+  # The first 24 sample photographs as a TFDS ImageFolder data set.
+  folder = tmp_path / "photos"
+  (folder / "train" / "photos").mkdir(parents=True)
+  for path in sorted((SHARED / "imagenet-sample").glob("*.JPEG"))[:24]:
+    (folder / "train" / "photos" / path.name).symlink_to(path)
+  source = tfds.folder_dataset.ImageFolder(str(folder))
+  built = warped.prepare(str(tmp_path / "tfds"), source=source,
+                         splits=("train",))
+  assert built.name == "image_folder_warped"
+  assert built.info.splits["train"].num_examples == 24
+  # Centre crops of the warped copy, as an evaluation reads them ...
+  config = presets.get_config("fc6")
+  data = config.data.copy_and_resolve_references()
+  data.source, data.data_dir = "image_folder_warped", str(tmp_path / "tfds")
+  data.eval_split, data.eval_num_images = "train", -1
+  batches = list(data_lib.eval_iterator(data, local_batch_size=8))
+  crops = np.concatenate([b["image"][b["mask"]] for b in batches])
+  assert crops.shape == (24, 227, 227, 3)
+  # ... are those of the original photographs warped at run time.
+  names = [ex["file_name"].decode() for ex in tfds.as_numpy(
+      built.as_dataset(split="train", shuffle_files=False))]
+  originals = np.stack([data_lib.caffe_preprocess(
+      tf.io.decode_jpeg((folder / "train" / "photos" / name).read_bytes(),
+                        channels=3), data=config.data, train=False).numpy()
+                        for name in names])
+  assert np.abs(crops - originals).mean() < 3  # uint8 and JPEG, 0-255 scale

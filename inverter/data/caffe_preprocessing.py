@@ -85,7 +85,12 @@ def caffe_preprocess(image: tf.Tensor,
     float32 [crop, crop, 3] in **BGR** order, on the 0-255 scale minus mean.
   """
   size, crop = data.resize_size, data.crop_size
-  warped = tf.image.resize(image, [size, size], method="bilinear")
+  # Images already warped (a prepared `*_warped` data set) skip the resize,
+  # which at the same size would return them unchanged anyway.
+  already = tf.reduce_all(tf.equal(tf.shape(image)[:2], [size, size]))
+  warped = tf.cond(
+      already, lambda: tf.cast(image, tf.float32),
+      lambda: tf.image.resize(image, [size, size], method="bilinear"))
   centred = warped[..., ::-1] - _mean_bgr(data)
   if train:
     if seed is None:
