@@ -12,6 +12,10 @@ settings of configs/fc6.py (the paper's setup), from
   (b) TFDS mock data (`tfds.testing.mock_data`, source 'imagenet2012'):
       TFDS generates each example in Python as a small (5-49 px) random-noise
       image, so this row tests the TFDS code path, not a realistic decode;
+  (c) the same folder's images warped once to 256x256 as a prepared TFDS
+      data set (`python -m inverter.prepare <source>_warped`, written to a
+      temporary directory first): what a Caffe-style prepared ImageNet
+      costs per image, against (a);
 
 each with `data.num_parallel_calls` 1 and AUTOTUNE (-1). Besides images per
 wall-clock second it reports images per CPU-second of this process (all
@@ -70,6 +74,32 @@ def folder_summary(folder: pathlib.Path, sample: int = 50) -> str:
           f" {len(sizes)})")
 
 
+def warped_copy(folder: pathlib.Path) -> tuple[pathlib.Path, str]:
+  """The folder's images as a TFDS ImageFolder (links in a temporary
+  directory), prepared once more warped to 256x256 (inverter.prepare);
+  returns the data_dir holding image_folder_warped and a caption."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from inverter import data as data_lib  # pylint: disable=g-import-not-at-top
+  from inverter.prepare import warped  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(tempfile.mkdtemp())
+  links = root / "folder" / "train" / "images"
+  links.mkdir(parents=True)
+  files = sorted(p for p in folder.rglob("*")
+                 if p.suffix.lower() in data_lib.IMAGE_EXTENSIONS)
+  for i, path in enumerate(files):
+    (links / f"{i:06d}{path.suffix.lower()}").symlink_to(path)
+  start = time.perf_counter()
+  warped.prepare(str(root / "tfds"),
+                 source=tfds.folder_dataset.ImageFolder(str(root / "folder")),
+                 splits=("train",))
+  print(f"  warped {len(files)} images once in"
+        f" {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+  return root / "tfds", f"{len(files)} images of the folder"
+
+
 def time_iterator(batches, batch_size: int, warmup: int, timed: int) -> dict:
   """Pulls `warmup` untimed then `timed` timed batches; images/s figures."""
   start = time.perf_counter()
@@ -110,8 +140,9 @@ def main():
                       help="image folder for data.source=folder:PATH")
   parser.add_argument("--mock_examples", type=int, default=512,
                       help="examples of the TFDS mock imagenet2012")
-  parser.add_argument("--sources", default="folder,mock",
-                      help="which pipelines: folder, mock (comma-separated)")
+  parser.add_argument("--sources", default="folder,mock,warped",
+                      help="which pipelines: folder, mock, warped"
+                      " (comma-separated)")
   parser.add_argument("--batch_size", type=int, default=64,
                       help="pipeline batch (configs/fc6.py: 64)")
   parser.add_argument("--batches", type=int, default=20,
@@ -131,12 +162,13 @@ def main():
   args = parser.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sources = [s.strip() for s in args.sources.split(",") if s.strip()]
-  unknown = set(sources) - {"folder", "mock"}
+  unknown = set(sources) - {"folder", "mock", "warped"}
   if unknown:
-    parser.error(f"--sources: unknown {sorted(unknown)}; use folder, mock")
+    parser.error(f"--sources: unknown {sorted(unknown)}; use folder, mock,"
+                 " warped")
 
   folder = pathlib.Path(args.folder).expanduser().resolve()
-  if "folder" in sources and not folder.is_dir():
+  if {"folder", "warped"} & set(sources) and not folder.is_dir():
     raise SystemExit(
         f"Image folder {folder} does not exist. Point --folder at a folder"
         " of images (flat, class subfolders, or PATH/train/<class>/...), or"
@@ -176,6 +208,17 @@ def main():
         print(f"  mock, num_parallel_calls={name}:"
               f" {r['images_per_s']:.0f} images/s", file=sys.stderr,
               flush=True)
+
+  if "warped" in sources:
+    warped_dir, described = warped_copy(folder)
+    data.source, data.data_dir = "image_folder_warped", str(warped_dir)
+    data.train_split = "train"
+    for value, name in parallel_settings:
+      r = bench_pipeline(data, args, value)
+      rows.append(dict(source=f"warped 256x256 TFDS copy ({described})",
+                       parallel=name, **r))
+      print(f"  warped, num_parallel_calls={name}:"
+            f" {r['images_per_s']:.0f} images/s", file=sys.stderr, flush=True)
 
   step = None
   if not args.no_step:
