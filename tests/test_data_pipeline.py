@@ -193,6 +193,43 @@ def test_preprocess_subtracts_mean_and_outputs_bgr(train):
                              atol=1e-4)
 
 
+def straightforward_preprocess(image, data, train, seed, mean):
+  """Caffe's order, on the whole image: warp, BGR, subtract, crop, mirror
+  (what caffe_preprocess computes, only with more work)."""
+  size, crop = data.resize_size, data.crop_size
+  centred = tf.image.resize(image, [size, size])[..., ::-1] - mean
+  if not train:
+    start = (size - crop) // 2
+    return centred[start:start + crop, start:start + crop]
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  out = tf.image.stateless_random_crop(centred, [crop, crop, 3], crop_seed)
+  if data.mirror:
+    out = tf.image.stateless_random_flip_left_right(out, flip_seed)
+  return out
+
+
+@pytest.mark.parametrize("height,width", [(40, 52), (24, 24)])
+@pytest.mark.parametrize("mean_image", [False, True])
+def test_cropping_first_gives_exactly_the_straightforward_result(
+    tmp_path, height, width, mean_image):
+  # (24, 24): already at the warp size, as a prepared *_warped data set.
+  data = make_config(resize_size=24, crop_size=17)
+  rng = np.random.default_rng(height)
+  mean = np.asarray(data.mean, np.float32)
+  if mean_image:
+    mean = rng.uniform(90, 130, (24, 24, 3)).astype(np.float32)
+    np.save(tmp_path / "mean.npy", mean.transpose(2, 0, 1))
+    data.mean_file = str(tmp_path / "mean.npy")
+  image = tf.constant(rng.integers(0, 256, (height, width, 3), np.uint8))
+  for train, seed in [(False, None), (True, [1, 2]), (True, [5, 9]),
+                      (True, [7, 3])]:
+    seed = None if seed is None else tf.constant(seed, tf.int64)
+    np.testing.assert_array_equal(
+        ip.caffe_preprocess(image, data=data, train=train, seed=seed),
+        straightforward_preprocess(image, data, train, seed, mean))
+
+
 def test_eval_crop_is_the_centre():
   # resize == image size, so the warp is the identity; the marker is exactly
   # the centre crop window, offset (10 - 4) // 2 = 3.

@@ -85,28 +85,68 @@ def caffe_preprocess(image: tf.Tensor,
     float32 [crop, crop, 3] in **BGR** order, on the 0-255 scale minus mean.
   """
   size, crop = data.resize_size, data.crop_size
-  # Images already warped (a prepared `*_warped` data set) skip the resize,
-  # which at the same size would return them unchanged anyway.
-  already = tf.reduce_all(tf.equal(tf.shape(image)[:2], [size, size]))
-  warped = tf.cond(
-      already, lambda: tf.cast(image, tf.float32),
-      lambda: tf.image.resize(image, [size, size], method="bilinear"))
-  centred = warped[..., ::-1] - _mean_bgr(data)
-  if train:
-    if seed is None:
-      raise ValueError("caffe_preprocess(train=True) needs a seed.")
+  mean = _mean_bgr(data)
+  pad = data.get("crop_padding", 0)
+  if train and seed is None:
+    raise ValueError("caffe_preprocess(train=True) needs a seed.")
+  if train and pad:  # Small images (CIFAR-10): pad, then crop, as it reads.
     crop_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 2))
-    pad = data.get("crop_padding", 0)
-    if pad:
-      centred = tf.pad(centred, [[pad, pad], [pad, pad], [0, 0]])
+    centred = _bgr(_warp(image, size)) - mean
+    centred = tf.pad(centred, [[pad, pad], [pad, pad], [0, 0]])
     out = tf.image.stateless_random_crop(centred, [crop, crop, 3], crop_seed)
-    if data.mirror:
-      out = tf.image.stateless_random_flip_left_right(out, flip_seed)
   else:
-    offset = (size - crop) // 2
-    out = centred[offset:offset + crop, offset:offset + crop]
+    # The same crop of the same values as warping, reordering and
+    # subtracting the whole image first, but only the crop's pixels are
+    # converted and subtracted, and an image already at the warp size is
+    # cropped before it is even cast to float.
+    if train:
+      crop_seed, flip_seed = tf.unstack(
+          tf.random.experimental.stateless_split(seed, 2))
+      offset = _random_crop_offset(size, crop, crop_seed)
+    else:
+      start = (size - crop) // 2  # Caffe's rounding.
+      offset = tf.constant([start, start, 0], tf.int32)
+    window = _warped_window(image, size, offset, crop)
+    if mean.ndim == 3:  # A mean image: its pixels under the window.
+      mean = tf.slice(tf.constant(mean), offset, [crop, crop, 3])
+    out = _bgr(window) - mean
+  if train and data.mirror:
+    out = tf.image.stateless_random_flip_left_right(out, flip_seed)
   return tf.ensure_shape(out, [crop, crop, 3])
+
+
+def _bgr(image: tf.Tensor) -> tf.Tensor:
+  """RGB -> BGR. tf.reverse: the strided slice [..., ::-1] does the same at
+  a third of the speed (it was the slowest step of the whole pipeline)."""
+  return tf.reverse(image, axis=[-1])
+
+
+def _warp(image: tf.Tensor, size: int) -> tf.Tensor:
+  """float32 image warped (bilinear, aspect ratio ignored) to size x size."""
+  return tf.image.resize(image, [size, size], method="bilinear")
+
+
+def _random_crop_offset(size: int, crop: int, seed: tf.Tensor) -> tf.Tensor:
+  """[y, x, 0]: the offset `tf.image.stateless_random_crop` draws for a
+  crop x crop x 3 crop of a size x size x 3 image with `seed` (the same
+  formula, so crops stay what they were)."""
+  limit = tf.constant([size - crop + 1, size - crop + 1, 1], tf.int32)
+  draw = tf.random.stateless_uniform([3], seed=seed, maxval=tf.int32.max,
+                                     dtype=tf.int32)
+  return draw % limit
+
+
+def _warped_window(image: tf.Tensor, size: int, offset: tf.Tensor,
+                   crop: int) -> tf.Tensor:
+  """float32 [crop, crop, 3] window at `offset` of the image warped to
+  size x size; an image already that size (a prepared `*_warped` data set)
+  is cropped first and never resized, which would return it unchanged."""
+  already = tf.reduce_all(tf.equal(tf.shape(image)[:2], [size, size]))
+  return tf.cond(
+      already,
+      lambda: tf.cast(tf.slice(image, offset, [crop, crop, 3]), tf.float32),
+      lambda: tf.slice(_warp(image, size), offset, [crop, crop, 3]))
 
 
 def to_rgb_uint8(images: np.ndarray,
