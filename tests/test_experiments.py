@@ -350,6 +350,14 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   assert "- inverter_fc6: the first sitting was cut short" in times
 
 
+def test_a_report_before_any_run_finished_says_so(tmp_path):
+  root, publish = tmp_path / "root", tmp_path / "publish"
+  write_run(root / "inverters" / "conv1", {500: 0.5})  # still training
+  report.write("cifar10", root, publish)
+  assert (publish / "main.md").read_text() == (
+      "No run has reached its last step yet.\n")
+
+
 def test_an_empty_series_keeps_the_other_series_colours():
   chart = plots.line_chart({"a": ([], []), "b": ([0, 1], [0, 1])})
   assert np.all(chart == plots.COLOURS[1], axis=-1).sum() > 50

@@ -123,7 +123,9 @@ def _markdown(header: list[str], rows: list[list[Any]]) -> str:
 
 def _write_table(publish: pathlib.Path, name: str, header, rows,
                  preface: str = "") -> None:
-  (publish / f"{name}.md").write_text(preface + _markdown(header, rows))
+  table = (_markdown(header, rows) if rows
+           else "No run has reached its last step yet.\n")
+  (publish / f"{name}.md").write_text(preface + table)
   with (publish / f"{name}.csv").open("w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(header)
