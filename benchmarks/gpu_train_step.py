@@ -10,8 +10,10 @@ What it measures, on the GPU it runs on, in one run:
     chip's dense peak (H100 SXM/PCIe, H200, A100; 'unknown' otherwise);
   * PyTorch: the same network and step written here (frozen Caffe AlexNet to
     the inverted tap with grouped convolutions, LRN and ceil-mode max-pooling;
-    the decoder of inverter/models/decoder.py with transposed convolutions;
-    Adam on the decoder, L2 loss), float32 and bfloat16 autocast, with
+    the decoder of inverter/models/decoder.py with transposed convolutions,
+    for vector (fc6..prob) and map (conv1..conv5) taps, the latter's loss
+    against the input resized to the decoder output; Adam on the decoder,
+    L2 loss), float32 and bfloat16 autocast, with
     `cudnn.benchmark`, fused Adam, `torch.cuda.max_memory_allocated`, and
     optionally `torch.compile` (--torch_compile).
 The parameter counts of the two implementations are compared (encoder up to
@@ -41,6 +43,11 @@ absl, ml_collections and torch.
   python benchmarks/gpu_train_step.py                     # on a GPU machine
   python benchmarks/gpu_train_step.py --torch_compile --steps 30
   python benchmarks/gpu_train_step.py --smoke             # CPU, proves it runs
+  python benchmarks/gpu_train_step.py --smoke --config configs/conv2.py:demo
+
+The network and step here (`describe_net`, `torch_modules`, `torch_train`,
+`build_jax_train`, `check_worker`) also serve benchmarks/cpu_train_step.py,
+the interleaved CPU comparison over the presets.
 
 Results print as a table and one JSON line, and go to
 $OUT/gpu_train_step.json when $OUT is set. Four processes, each compiling
@@ -122,10 +129,18 @@ def load_config(spec: str):
   return module.get_config(arg or None)
 
 
-def make_config(spec: str, dtype: str):
+def make_config(spec: str, dtype: str, overrides: dict | None = None):
+  """The config with random encoder weights, `dtype` compute and dotted
+  `overrides` ({'encoder.input_size': 36}) applied."""
   config = load_config(spec)
   config.encoder.weights = "random"
   config.compute_dtype = dtype
+  for key, value in (overrides or {}).items():
+    *parents, last = key.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    node[last] = value
   return config
 
 
@@ -162,11 +177,6 @@ def describe_net(config) -> dict[str, Any]:
   tap = enc.tap or encoders.default_tap(enc.arch, config.layer)
   model = encoders.from_config(enc)
   feature_shape = encoders.tap_shapes(model)[tap]
-  if len(feature_shape) != 1:
-    raise SystemExit(
-        f"layer {config.layer} (tap {tap}) gives a feature map; the PyTorch"
-        " mirror covers the vector layers (fc6, fc7, fc8, prob), whose"
-        " decoder output is the input size.")
   size = int(enc.input_size)
   dec = decoder_lib.resolve(config.decoder, feature_shape, size)
   x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
@@ -182,9 +192,11 @@ def describe_net(config) -> dict[str, Any]:
              int(enc.conv1_padding)],
       widths=[int(w) for w in enc.widths], groups=int(enc.groups),
       fc_width=int(enc.fc_width), num_classes=int(enc.num_classes),
-      lrn=dict(enc.lrn), feature_size=int(feature_shape[0]),
+      lrn=dict(enc.lrn), feature_shape=[int(s) for s in feature_shape],
+      feature_size=int(feature_shape[-1]),
       decoder=dict(fc_widths=list(dec["fc_widths"]),
                    start_shape=list(dec["start_shape"]),
+                   conv_channels=list(dec["conv_channels"]),
                    upconv_channels=list(dec["upconv_channels"]),
                    kernel_size=dec["kernel_size"], leak=dec["leak"],
                    crop_to=dec["crop_to"], output_size=dec["output_size"]),
@@ -235,7 +247,9 @@ def build_jax_train(config, force_standalone: bool = False) -> JaxTrain:
 def standalone_jax_train(config) -> JaxTrain:
   """The train step of inverter.train, built from the model modules alone:
   frozen encoder to the tap (stop_gradient), decoder, mean squared error
-  against the input images, Adam on the decoder, state donated. The
+  against the input images (resized to the decoder's output, antialiased
+  bilinear, where a map decoder's output differs from the input size, as
+  `train.targets_for` does), Adam on the decoder, state donated. The
   learning rate is the config's base rate, constant."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -254,8 +268,6 @@ def standalone_jax_train(config) -> JaxTrain:
   size = config.encoder.input_size
   output_size = decoder_lib.resolve(config.decoder, feature_shape,
                                     size)["output_size"]
-  if output_size != size:
-    raise SystemExit("The standalone step covers vector layers only.")
   decoder = decoder_lib.from_config(config.decoder, feature_shape, size,
                                     dtype=dtype)
   encoder_params = jax.device_put(encoder_weights.load(config.encoder,
@@ -271,7 +283,12 @@ def standalone_jax_train(config) -> JaxTrain:
     return decoder.apply({"params": params}, jax.lax.stop_gradient(feats))
 
   def loss_fn(params, enc_params, images):
-    return jnp.mean(jnp.square(forward(params, enc_params, images) - images))
+    targets = images
+    if output_size != size:
+      targets = jax.image.resize(
+          images, (images.shape[0], output_size, output_size, 3), "linear",
+          antialias=True)
+    return jnp.mean(jnp.square(forward(params, enc_params, images) - targets))
 
   def step(state, enc_params, images):
     loss, grads = jax.value_and_grad(loss_fn)(state.params, enc_params,
@@ -318,14 +335,12 @@ def time_steps(once: Callable[[], Any], warmup: int, steps: int):
   return first, times
 
 
-def time_jax(bench: JaxTrain, spec: dict, batch: int, size: int,
-             device) -> dict:
-  """Compiles and times one batch size; its arrays die with the call."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  state = bench.new_state()
-  images = bench.put(np.random.default_rng(0).normal(
-      0, 60, (batch, size, size, 3)).astype(np.float32))
+def jax_stepper(bench: JaxTrain, images, state=None):
+  """(once, compiled step, compile s, holder): `once()` runs one
+  synchronised step on `images` (host NHWC) from `state` (default a new
+  one), keeping the state and the step's loss in holder['state'/'loss']."""
+  state = bench.new_state() if state is None else state
+  images = bench.put(images)
   start = time.perf_counter()
   compiled = bench.step.lower(state, bench.encoder_params, images).compile()
   compile_s = time.perf_counter() - start
@@ -336,7 +351,19 @@ def time_jax(bench: JaxTrain, spec: dict, batch: int, size: int,
                                      images)
     loss.block_until_ready()
     holder["loss"] = loss
+    return loss
 
+  return once, compiled, compile_s, holder
+
+
+def time_jax(bench: JaxTrain, spec: dict, batch: int, size: int,
+             device) -> dict:
+  """Compiles and times one batch size; its arrays die with the call."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  once, compiled, compile_s, holder = jax_stepper(
+      bench, np.random.default_rng(0).normal(
+          0, 60, (batch, size, size, 3)).astype(np.float32))
   first, times = time_steps(once, spec["warmup"], spec["steps"])
   stats = device.memory_stats() or {}
   median = statistics.median(times)
@@ -386,12 +413,16 @@ def torch_modules(net: dict):
 
   Encoder: Caffe's AlexNet (NCHW) up to `net['tap']`; fc6 reads pool5
   flattened in H, W, C order, as the Flax model does, so weights map
-  one-to-one. Decoder: fc layers with leaky ReLU, reshape to the start map
-  (H, W, C order), stride-2 transposed convolutions with leaky ReLU between
-  them, centre crop. The Flax UpConv is a correlation of the 2x
-  zero-upsampled input, padded (k//2, k - k//2), with a [k, k, in, out]
-  kernel: that is ConvTranspose2d(stride 2, padding k - 1 - k//2,
-  output_padding k - 2 (k//2)) with the kernel flipped spatially.
+  one-to-one. Decoder of a vector tap (fc6, fc7, fc8, prob): fc layers with
+  leaky ReLU, reshape to the start map (H, W, C order), stride-2 transposed
+  convolutions with leaky ReLU between them, centre crop to the input size.
+  Decoder of a map tap (conv1..conv5): 3x3 'same' convolutions with leaky
+  ReLU at the feature resolution, then the same transposed convolutions, no
+  crop (the loss compares with the resized input, see `torch_train`). The
+  Flax UpConv is a correlation of the 2x zero-upsampled input, padded
+  (k//2, k - k//2), with a [k, k, in, out] kernel: that is
+  ConvTranspose2d(stride 2, padding k - 1 - k//2, output_padding
+  k - 2 (k//2)) with the kernel flipped spatially.
   """
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
@@ -474,11 +505,16 @@ def torch_modules(net: dict):
 
     def __init__(self):
       super().__init__()
+      self.is_map = len(net["feature_shape"]) == 3
       widths = [net["feature_size"], *d["fc_widths"]]
       self.fcs = nn.ModuleList(nn.Linear(a, b)
                                for a, b in zip(widths, widths[1:]))
+      convs = [net["feature_size"], *d["conv_channels"]] if self.is_map else []
+      self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1)
+                                 for a, b in zip(convs, convs[1:]))
       k = d["kernel_size"]
-      chans = [d["start_shape"][-1], *d["upconv_channels"]]
+      chans = [convs[-1] if self.is_map else d["start_shape"][-1],
+               *d["upconv_channels"]]
       self.upconvs = nn.ModuleList(
           nn.ConvTranspose2d(a, b, k, stride=2, padding=k - 1 - k // 2,
                              output_padding=k - 2 * (k // 2))
@@ -486,10 +522,13 @@ def torch_modules(net: dict):
 
     def forward(self, h):
       act = lambda v: F.leaky_relu(v, d["leak"])
-      for fc in self.fcs:
-        h = act(fc(h))
-      hh, ww, cc = d["start_shape"]
-      h = h.reshape(h.shape[0], hh, ww, cc).permute(0, 3, 1, 2)
+      if not self.is_map:
+        for fc in self.fcs:
+          h = act(fc(h))
+        hh, ww, cc = d["start_shape"]
+        h = h.reshape(h.shape[0], hh, ww, cc).permute(0, 3, 1, 2)
+      for conv in self.convs:
+        h = act(conv(h))
       for i, up in enumerate(self.upconvs):
         h = up(h)
         if i < len(self.upconvs) - 1:
@@ -524,7 +563,7 @@ def copy_jax_params(encoder, decoder, enc_params, dec_params) -> None:
   for name, (jax_key, kind) in decoder_param_keys(decoder).items():
     param = decoder.get_parameter(name)
     put(param, torch_param_layout(np.asarray(dec_params[jax_key][kind]),
-                                  param.ndim))
+                                  param.ndim, jax_key.startswith("upconv")))
 
 
 def decoder_param_keys(decoder) -> dict[str, tuple[str, str]]:
@@ -533,18 +572,24 @@ def decoder_param_keys(decoder) -> dict[str, tuple[str, str]]:
   for i in range(len(decoder.fcs)):
     keys[f"fcs.{i}.weight"] = (f"fc{i + 1}", "kernel")
     keys[f"fcs.{i}.bias"] = (f"fc{i + 1}", "bias")
+  for i in range(len(decoder.convs)):
+    keys[f"convs.{i}.weight"] = (f"conv{i + 1}", "kernel")
+    keys[f"convs.{i}.bias"] = (f"conv{i + 1}", "bias")
   for i in range(len(decoder.upconvs)):
     keys[f"upconvs.{i}.weight"] = (f"upconv{i + 1}", "kernel")
     keys[f"upconvs.{i}.bias"] = (f"upconv{i + 1}", "bias")
   return keys
 
 
-def torch_param_layout(value, ndim: int):
+def torch_param_layout(value, ndim: int, upconv: bool = True):
   """A Flax decoder array in the PyTorch layout: Dense [in, out] -> [out,
   in]; UpConv [k, k, in, out] -> ConvTranspose2d [in, out, k, k], flipped
-  spatially (a transposed convolution correlates with the flipped kernel)."""
+  spatially (a transposed convolution correlates with the flipped kernel);
+  Conv (`upconv=False`) [k, k, in, out] -> Conv2d [out, in, k, k]."""
   if ndim == 2:
     return value.T
+  if ndim == 4 and not upconv:
+    return value.transpose(3, 2, 0, 1)
   if ndim == 4:
     return value[::-1, ::-1].transpose(2, 3, 0, 1)
   return value
@@ -554,6 +599,7 @@ def torch_train(net: dict, batch: int, dtype: str, device: str,
                 channels_last: bool, compile_: bool, images=None):
   """(encoder, decoder, optimizer, images, step, eager loss fn)."""
   import torch  # pylint: disable=g-import-not-at-top
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(0)
   encoder, decoder = torch_modules(net)
@@ -574,6 +620,7 @@ def torch_train(net: dict, batch: int, dtype: str, device: str,
     images = torch.randn(batch, 3, size, size, generator=gen) * 60
   images = images.to(device).contiguous(memory_format=fmt)
   amp = dtype == "bfloat16"
+  out_size = net["decoder"]["output_size"]
 
   def loss_fn(x):
     with torch.no_grad(), torch.autocast(device, torch.bfloat16,
@@ -581,7 +628,13 @@ def torch_train(net: dict, batch: int, dtype: str, device: str,
       feats = encoder(x)
     with torch.autocast(device, torch.bfloat16, enabled=amp):
       recon = decoder(feats)
-    return torch.mean(torch.square(recon.float() - x))
+    target = x
+    if out_size != size:  # A map decoder's output: the resized input, as
+      # train.targets_for (antialiased bilinear; the same as jax.image.resize
+      # to ~1e-6 relative).
+      target = F.interpolate(x, size=(out_size, out_size), mode="bilinear",
+                             antialias=True, align_corners=False)
+    return torch.mean(torch.square(recon.float() - target))
 
   run_loss = torch.compile(loss_fn) if compile_ else loss_fn
 
@@ -670,7 +723,9 @@ def check_worker(spec: dict) -> dict:
   """On the CPU in float32: JAX weights copied into the PyTorch mirror give
   the same reconstruction, decoder gradients and loss before and after one
   Adam step; the standalone JAX step agrees with inverter.train's where
-  that imports."""
+  that imports (unless spec['compare_train'] is False). The config's
+  learning-rate schedule is made constant here (the standalone step and
+  PyTorch use the base rate; a preset's warm-up would start at 0)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
@@ -678,10 +733,13 @@ def check_worker(spec: dict) -> dict:
   torch.backends.cudnn.allow_tf32 = False
   torch.backends.cuda.matmul.allow_tf32 = False
   net = spec["net"]
-  config = make_config(spec["config"], "float32")
+  config = make_config(spec["config"], "float32", spec.get("overrides"))
+  config.optimizer.schedule = "constant"
+  config.optimizer.warmup_steps = 0
   size = net["input_size"]
+  batch = int(spec.get("check_batch", 2))
   images = np.random.default_rng(3).normal(
-      0, 60, (2, size, size, 3)).astype(np.float32)
+      0, 60, (batch, size, size, 3)).astype(np.float32)
 
   def two_losses(bench: JaxTrain):
     state = bench.new_state()
@@ -699,8 +757,9 @@ def check_worker(spec: dict) -> dict:
   grads_jax = jax.device_get(jax.jit(jax.grad(standalone.loss))(
       dec0, standalone.encoder_params, images))
   out = dict(jax_loss0=loss0, jax_loss1=loss1)
-  real = build_jax_train(config)
-  if real.path == "inverter.train":
+  real = (build_jax_train(config) if spec.get("compare_train", True)
+          else None)
+  if real is not None and real.path == "inverter.train":
     _, r0, r1 = two_losses(real)
     out.update(train_loss0=r0, train_loss1=r1,
                train_vs_standalone_rel=max(abs(r0 - loss0) / abs(loss0),
@@ -710,7 +769,7 @@ def check_worker(spec: dict) -> dict:
 
   x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
   encoder, decoder, optimizer, _, step, loss_fn = torch_train(
-      net, 2, "float32", "cpu", False, False, images=x)
+      net, batch, "float32", "cpu", False, False, images=x)
   copy_jax_params(encoder, decoder, enc_params, dec0)
   with torch.no_grad():
     recon_torch = decoder(encoder(x)).numpy().transpose(0, 2, 3, 1)
@@ -719,7 +778,8 @@ def check_worker(spec: dict) -> dict:
   grad_rel = 0.0
   for name, (jax_key, kind) in decoder_param_keys(decoder).items():
     param = decoder.get_parameter(name)
-    g = torch_param_layout(np.asarray(grads_jax[jax_key][kind]), param.ndim)
+    g = torch_param_layout(np.asarray(grads_jax[jax_key][kind]), param.ndim,
+                           jax_key.startswith("upconv"))
     diff = np.linalg.norm(param.grad.numpy() - g) / np.linalg.norm(g)
     grad_rel = max(grad_rel, float(diff))
   with torch.no_grad():
@@ -835,7 +895,7 @@ def table(rows: list[dict]) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default="configs/fc6.py",
-                      help="inverter config (a vector layer: fc6, fc7, fc8)")
+                      help="inverter config (caffenet/alexnet, any layer)")
   parser.add_argument("--batch_sizes", default="64,256")
   parser.add_argument("--dtypes", default="float32,bfloat16")
   parser.add_argument("--frameworks", default="jax,torch",
@@ -966,8 +1026,10 @@ def main():
            if torch_params else " PyTorch: not run."))
   paths = sorted({r["path"] for r in rows if r.get("path")})
   if paths:
-    print("JAX step built by: " + ", ".join(paths) + " (standalone: the same"
-          " step from the model modules, as inverter.train does not import).")
+    print("JAX step built by: " + ", ".join(paths) + (
+        " (standalone: the same step from the model modules, as"
+        " inverter.train does not import)." if "standalone" in paths
+        else "."))
   if check:
     if "error" in check:
       print(f"Equivalence check failed to run: {check['error']}")
