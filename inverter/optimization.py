@@ -66,12 +66,13 @@ from inverter import errors, feature_transforms
 METHODS = ("decoder", "optimize", "hybrid")
 INITS = ("noise", "mean", "image")
 
-# C per layer, from the values of the authors' sweep {1, 20, 100, 300}
-# (nnpreimage, experiments/exp_all.m); docs/optimization.md says how each
-# was chosen.
+# C per layer, one of the values of the authors' sweep {1, 20, 100, 300}
+# (nnpreimage, experiments/exp_all.m), chosen by our sweep on Tiny ImageNet
+# training images for conv1, fc6, fc8 and prob (the others follow their
+# neighbours); docs/optimization.md has the sweep and the rule.
 FEATURE_WEIGHTS = {"conv1": 300.0, "conv2": 300.0, "conv3": 300.0,
                    "conv4": 300.0, "conv5": 100.0, "fc6": 100.0,
-                   "fc7": 100.0, "fc8": 20.0, "prob": 20.0}
+                   "fc7": 100.0, "fc8": 100.0, "prob": 20.0}
 
 
 class OptimizationError(errors.UserError, ValueError):
