@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 import pytest
+import skimage.data
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -31,6 +32,9 @@ from inverter.prepare import tiny_imagenet, warped
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_TFDS = SHARED / "tfds"
 WNIDS = ("n01443537", "n01629819", "n02123045")
+# scikit-image's colour photographs.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+          "retina")
 
 
 def jpeg_bytes(seed: int, gray: bool = False) -> bytes:
@@ -214,19 +218,20 @@ def test_warped_examples_of_mock_imagenet_keep_label_and_name():
     assert tf.io.decode_jpeg(example["image"]).shape == (256, 256, 3)
 
 
-@pytest.mark.skipif(not (SHARED / "imagenet-sample").is_dir(),
-                    reason=f"shared data not found at {SHARED}")
 def test_a_warped_copy_feeds_the_pipeline_the_same_crops(tmp_path):
-  # The first 24 sample photographs as a TFDS ImageFolder data set.
+  # Six colour photographs bundled with scikit-image, at their own sizes,
+  # as JPEGs of a TFDS ImageFolder data set (pixels need real photographs:
+  # noise does not survive JPEG).
   folder = tmp_path / "photos"
   (folder / "train" / "photos").mkdir(parents=True)
-  for path in sorted((SHARED / "imagenet-sample").glob("*.JPEG"))[:24]:
-    (folder / "train" / "photos" / path.name).symlink_to(path)
+  for name in PHOTOS:
+    Image.fromarray(getattr(skimage.data, name)()).save(
+        folder / "train" / "photos" / f"{name}.JPEG", quality=95)
   source = tfds.folder_dataset.ImageFolder(str(folder))
   built = warped.prepare(str(tmp_path / "tfds"), source=source,
                          splits=("train",))
   assert built.name == "image_folder_warped"
-  assert built.info.splits["train"].num_examples == 24
+  assert built.info.splits["train"].num_examples == len(PHOTOS)
   # Centre crops of the warped copy, as an evaluation reads them ...
   config = presets.get_config("fc6")
   data = config.data.copy_and_resolve_references()
@@ -234,7 +239,7 @@ def test_a_warped_copy_feeds_the_pipeline_the_same_crops(tmp_path):
   data.eval_split, data.eval_num_images = "train", -1
   batches = list(data_lib.eval_iterator(data, local_batch_size=8))
   crops = np.concatenate([b["image"][b["mask"]] for b in batches])
-  assert crops.shape == (24, 227, 227, 3)
+  assert crops.shape == (len(PHOTOS), 227, 227, 3)
   # ... are those of the original photographs warped at run time.
   names = [ex["file_name"].decode() for ex in tfds.as_numpy(
       built.as_dataset(split="train", shuffle_files=False))]
