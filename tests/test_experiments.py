@@ -367,6 +367,8 @@ def test_an_empty_series_keeps_the_other_series_colours():
 def test_baseline_curves_have_a_panel_per_layer(tmp_path):
   last = last_step()
   write_run(tmp_path / "inverters" / "fc6", {500: 0.8, last: 0.7})
+  # The fixed-encoder inverter alone is no baseline yet.
+  assert report.baseline_curves("cifar10", tmp_path) is None
   write_run(tmp_path / "random_encoder" / "fc6", {500: 0.9, last: 0.85})
   one = report.baseline_curves("cifar10", tmp_path)
   write_run(tmp_path / "scratch" / "conv2", {500: 0.3, last: 0.2})

@@ -160,7 +160,9 @@ def baseline_curves(dataset: str, root: pathlib.Path):
       steps, values = eval_curve(root / KINDS[kind] / layer)
       # An empty series keeps the kind's colour the same in every panel.
       series[name] = (steps, values)
-    if any(steps for steps, _ in series.values()):
+    baselines = [steps for kind, (steps, _) in zip(COLUMNS, series.values())
+                 if kind != "inverter"]
+    if any(baselines):
       panels.append(plots.line_chart(
           series, title=layer, x_label="training step",
           y_label=_y_label(dataset), width=620, height=360))
@@ -262,6 +264,8 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
   chart = baseline_curves(dataset, root)
   if chart is not None:
     images.write_png(publish / "curves_baselines.png", chart)
+  else:  # None of an earlier, mistaken report may stay.
+    (publish / "curves_baselines.png").unlink(missing_ok=True)
   chart = encoder_curve(dataset, root)
   if chart is not None:
     images.write_png(publish / "encoder_accuracy.png", chart)
