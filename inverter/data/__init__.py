@@ -71,7 +71,7 @@ import tensorflow as tf
 
 from inverter.data import builtin_source, folder_source, stream, tfds_source
 from inverter.data.builtin_source import BUILTIN_PREFIX
-from inverter.data.caffe_preprocessing import caffe_preprocess, to_rgb_uint8
+from inverter.data.caffe_preprocessing import caffe_preprocess, to_rgb_uint8, warp
 from inverter.data.folder_source import (FOLDER_PREFIX, IMAGE_EXTENSIONS,
                                          skipped_images)
 from inverter.data.stream import POSITION, Batch
@@ -81,6 +81,7 @@ __all__ = [
     "Batch", "caffe_preprocess", "check_source", "eval_iterator",
     "eval_num_batches", "eval_num_examples", "label_names", "skipped_images",
     "source_kind", "to_rgb_uint8", "train_iterator", "train_share_size",
+    "warp",
 ]
 
 

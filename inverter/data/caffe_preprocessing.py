@@ -92,7 +92,7 @@ def caffe_preprocess(image: tf.Tensor,
   if train and pad:  # Small images (CIFAR-10): pad, then crop, as it reads.
     crop_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 2))
-    centred = _bgr(_warp(image, size)) - mean
+    centred = _bgr(warp(image, size)) - mean
     centred = tf.pad(centred, [[pad, pad], [pad, pad], [0, 0]])
     out = tf.image.stateless_random_crop(centred, [crop, crop, 3], crop_seed)
   else:
@@ -122,8 +122,9 @@ def _bgr(image: tf.Tensor) -> tf.Tensor:
   return tf.reverse(image, axis=[-1])
 
 
-def _warp(image: tf.Tensor, size: int) -> tf.Tensor:
-  """float32 image warped (bilinear, aspect ratio ignored) to size x size."""
+def warp(image: tf.Tensor, size: int) -> tf.Tensor:
+  """float32 image warped (bilinear, aspect ratio ignored) to size x size:
+  the pipeline's warp, and the one a prepared `*_warped` copy stores."""
   return tf.image.resize(image, [size, size], method="bilinear")
 
 
@@ -146,7 +147,7 @@ def _warped_window(image: tf.Tensor, size: int, offset: tf.Tensor,
   return tf.cond(
       already,
       lambda: tf.cast(tf.slice(image, offset, [crop, crop, 3]), tf.float32),
-      lambda: tf.slice(_warp(image, size), offset, [crop, crop, 3]))
+      lambda: tf.slice(warp(image, size), offset, [crop, crop, 3]))
 
 
 def to_rgb_uint8(images: np.ndarray,

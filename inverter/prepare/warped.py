@@ -28,7 +28,7 @@ from typing import Iterator
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from inverter import errors
+from inverter import data, errors
 
 SIZE = 256
 QUALITY = 95
@@ -41,7 +41,7 @@ class SourceError(errors.UserError, ValueError):
 def warp_and_encode(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
   """Image file bytes -> JPEG bytes of the image warped to size x size."""
   image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-  warped = tf.image.resize(image, [size, size], method="bilinear")
+  warped = data.warp(image, size)
   pixels = tf.cast(tf.clip_by_value(tf.round(warped), 0, 255), tf.uint8)
   return tf.io.encode_jpeg(pixels, quality=QUALITY, chroma_downsampling=False)
 
