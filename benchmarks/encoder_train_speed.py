@@ -30,6 +30,7 @@ import importlib.util
 import os
 import pathlib
 import statistics
+import sys
 import time
 
 import jax
@@ -37,10 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from inverter import presets
-from inverter.models import alexnet, layers
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # Run as a script from a checkout.
+  sys.path.insert(0, str(REPO_ROOT))
+
+from inverter import presets  # pylint: disable=g-import-not-at-top
+from inverter.models import alexnet, layers  # pylint: disable=g-import-not-at-top
 CIFAR_CONFIG = REPO_ROOT / "configs" / "encoders" / "cifar10.py"
 
 LEARNING_RATE = 0.01
