@@ -80,15 +80,21 @@ def small_dataset_config(dataset: str, arg: str | None, *,
   steps, cosine decay to 0), L2 weight decay 5e-4, batch 128, accuracy on
   the whole evaluation split.
 
-  `arg` is the config argument: `source=NAME_OR_folder:PATH` and `test` (a
-  tiny fast preset for the test suite), comma-separated.
+  `arg` is the config argument, comma-separated: `arch=` (the family of
+  the reduced network, `presets.SMALL_ENCODER_ARCHS`; default caffenet),
+  `source=NAME_OR_folder:PATH` and `test` (a tiny fast preset for the test
+  suite).
   """
   args = presets.parse_arg(arg)
-  unknown = sorted(set(args) - {"source", "test"})
+  unknown = sorted(set(args) - {"arch", "source", "test"})
   if unknown:
-    raise ValueError(f"Unknown config argument(s) {unknown}; known: source,"
-                     " test.")
-  c = base_config("caffenet")
+    raise ValueError(f"Unknown config argument(s) {unknown}; known: arch,"
+                     " source, test.")
+  arch = str(args.get("arch", "caffenet"))
+  if arch not in presets.SMALL_ENCODER_ARCHS:
+    raise ValueError(f"arch={arch} has no reduced {dataset} encoder; choose"
+                     f" one of {', '.join(presets.SMALL_ENCODER_ARCHS)}.")
+  c = base_config(arch)
   presets.small_encoder(c.encoder, dataset)
   presets.small_dataset_data(c.data, dataset)
   c.data.crop_padding = 4
@@ -108,18 +114,20 @@ def small_dataset_config(dataset: str, arg: str | None, *,
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 2
   if args.get("test"):
-    _small_dataset_test_preset(c)
+    _small_dataset_test_preset(c, arch)
   if "source" in args:
     c.data.source = str(args["source"])
   return c
 
 
-def _small_dataset_test_preset(c: ml_collections.ConfigDict) -> None:
+def _small_dataset_test_preset(c: ml_collections.ConfigDict,
+                               arch: str) -> None:
   """Seconds per run: the inverter `test` preset's encoder, tiny batches (its
-  encoder block equals the inverter configs' `test` preset, so
-  `configs/conv1.py:test` takes the exported weights)."""
-  c.encoder = presets.get_config("conv1", "test").encoder
-  c.data.mean = tuple(c.encoder.preprocessing.mean)
+  encoder block equals the inverter configs' `test,arch=ARCH` preset, so
+  `configs/conv1.py:test,arch=ARCH` takes the exported weights)."""
+  inverter_test = presets.get_config("conv1", f"test,arch={arch}")
+  c.encoder = inverter_test.encoder
+  c.data.mean = tuple(inverter_test.data.mean)
   c.data.crop_padding = 2
   c.data.shuffle_buffer = 64
   c.batch_size = 16

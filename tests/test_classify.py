@@ -206,6 +206,44 @@ def test_encoder_configs_pass_their_checks_on_their_tfds_data(name):
     classify.check(config)  # Labels exist and match encoder.num_classes.
 
 
+def test_the_tiny_imagenet_encoder_config_is_the_published_encoder_s():
+  # The published encoder (docs/results/tiny_imagenet/encoder) was trained
+  # from this config; a change here would make its stage irreproducible.
+  config = load_config("tiny_imagenet", "")
+  published = json.loads((REPO_ROOT / "docs" / "results" / "tiny_imagenet"
+                          / "encoder" / "metadata.json").read_text())
+  assert encoder_weights.architecture(config.encoder) == (
+      published["architecture"])
+
+
+@pytest.mark.parametrize("arch", presets.SMALL_ENCODER_ARCHS)
+def test_every_family_has_one_reduced_network_for_training_and_inverting(
+    arch):
+  config = load_config("tiny_imagenet", f"arch={arch}")
+  assert config.encoder.arch == arch
+  assert (config.encoder.input_size, config.encoder.num_classes) == (64, 200)
+  architecture = encoder_weights.architecture(config.encoder)
+  # Every inverter config of the family describes the same network, so a
+  # trained encoder's weights fit any of its layers.
+  for layer in encoders.layers_of(arch):
+    inverter = presets.get_config(layer, f"tiny_imagenet,arch={arch}")
+    assert encoder_weights.architecture(inverter.encoder) == architecture
+  model = encoders.from_config(config.encoder)
+  shapes = encoders.tap_shapes(model)
+  taps = [shapes[encoders.default_tap(arch, layer)]
+          for layer in encoders.layers_of(arch)]
+  # The maps shrink with depth, down to the 200 class scores.
+  sides = [shape[0] for shape in taps if len(shape) == 3]
+  assert sides == sorted(sides, reverse=True) and sides[-1] < 64 // 8
+  assert taps[-1] == (200,)
+  assert not classify.config_problems(config)
+
+
+def test_a_family_without_a_reduced_network_is_refused():
+  with pytest.raises(ValueError, match="arch=alexnet has no reduced"):
+    load_config("tiny_imagenet", "arch=alexnet")
+
+
 def test_wrong_number_of_classes_is_refused_before_any_work(tmp_path):
   write_image_folder(tmp_path / "data", COLOURS, 1, 1)
   config = load_config("cifar10", f"test,source=folder:{tmp_path / 'data'}")

@@ -95,6 +95,55 @@ def test_one_driver_takes_the_data_set_as_an_argument(tmp_path):
       reproduction.num_train_steps("tiny_imagenet", "fc8"))
 
 
+def test_another_family_is_an_argument_and_its_plan_can_be_trimmed(tmp_path):
+  plan = dict(arch="resnet50", layers=("conv1", "conv5", "fc6", "fc8"),
+              studies=("layers", "perturb"), baseline_kinds=("random",),
+              baseline_layers=("conv2", "fc8"), inverter_steps=300)
+  by_name = {s.name: s for s in build(tmp_path, "tiny_imagenet", **plan)}
+  assert list(by_name) == [
+      "encoder", "inverter_conv1", "inverter_conv5", "inverter_fc6",
+      "inverter_fc8", "analysis_layers", "analysis_perturb", "random_conv2",
+      "random_fc8", "analysis_baselines", "report"]
+  assert by_name["encoder"].command[3] == (
+      "--config=configs/encoders/tiny_imagenet.py:source=tiny_imagenet,"
+      "arch=resnet50")
+  # A random encoder is built from the config; a trained one brings its
+  # architecture in its metadata.
+  assert "--config=configs/fc8.py:tiny_imagenet,arch=resnet50," in (
+      by_name["random_fc8"].shell())
+  assert "arch=" not in by_name["inverter_fc8"].shell()
+  assert by_name["inverter_conv1"].command[-1] == (
+      "--config.num_train_steps=300")
+  # Done at the plan's steps, not the preset's.
+  workdir = tmp_path / "inverters" / "conv1"
+  (workdir / "eval").mkdir(parents=True)
+  (workdir / "eval" / "metrics.json").write_text(json.dumps({"step": 300}))
+  assert by_name["inverter_conv1"].done()
+  baselines = next(a for a in by_name["analysis_baselines"].command
+                   if a.startswith("--config.inverters="))
+  assert baselines.endswith(f"conv2,{tmp_path / 'inverters' / 'fc8'},"
+                            f"{tmp_path / 'random_encoder' / '*'}")
+  unpublished = reproduction.Plan(dataset="tiny_imagenet", root=tmp_path,
+                                  source="tiny_imagenet", arch="vgg16")
+  assert unpublished.publish_dir == (
+      REPO_ROOT / "docs" / "results" / "architectures" / "vgg16")
+  assert "inverter_fc7" not in {s.name for s in build(tmp_path, "tiny_imagenet",
+                                                      arch="resnet50")}
+
+
+@pytest.mark.parametrize("plan, named", [
+    (dict(arch="resnet50", layers=("fc7",)), "fc7"),
+    (dict(studies=("layer",)), "layer"),
+    (dict(baseline_kinds=("inverter",)), "inverter"),
+    (dict(arch="alexnet"), "alexnet"),
+    (dict(inverter_steps=0), "inverter_steps"),
+])
+def test_a_plan_with_an_unknown_part_is_refused_naming_it(tmp_path, plan,
+                                                          named):
+  with pytest.raises(reproduction.PlanError, match=named):
+    build(tmp_path, "tiny_imagenet", **plan)
+
+
 def test_a_given_encoder_replaces_the_encoder_stage(tmp_path):
   published = tmp_path / "published_encoder"
   by_name = {s.name: s for s in build(tmp_path, encoder=published)}
@@ -251,6 +300,29 @@ def test_the_command_line_dry_run_lists_the_stages(tmp_path):
   assert "[1/9] encoder: would run" in proc.stdout
   assert "configs/encoders/cifar10.py:source=folder:/data/cifar10" in (
       proc.stdout)
+  assert not (tmp_path / "logs").exists()
+
+
+def test_the_command_line_takes_a_family_and_refuses_a_layer_it_lacks(
+    tmp_path):
+  def experiments(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "inverter.experiments",
+         "--dataset=tiny_imagenet", f"--root={tmp_path}", "--dry-run",
+         "--arch=torchvision_googlenet", *flags],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  listed = experiments("--layers=conv3,fc8", "--studies=color_position",
+                       "--baselines=random", "--baseline_layers=fc8",
+                       "--inverter_steps=3000")
+  assert listed.returncode == 0, listed.stderr[-2000:]
+  assert "[7/7] report: would run" in listed.stdout
+  assert ("configs/fc8.py:tiny_imagenet,arch=torchvision_googlenet,"
+          "source=tiny_imagenet") in listed.stdout
+  refused = experiments("--layers=fc7")
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines()[-1].startswith(
+      "ERROR: layers: ['fc7'] not among")
   assert not (tmp_path / "logs").exists()
 
 

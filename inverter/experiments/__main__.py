@@ -10,6 +10,10 @@ r"""Command line: a reproduction of the paper's findings on a small data set.
   python -m inverter.experiments --dataset=tiny_imagenet --root=/tmp/t \
       --data_dir=... --encoder=docs/results/tiny_imagenet/encoder \
       --stages=inverter_fc8          # one published stage, no encoder run
+  python -m inverter.experiments --dataset=tiny_imagenet --arch=resnet50 \
+      --root=/tmp/t_resnet --data_dir=... --inverter_steps=3000 \
+      --studies=layers,perturb,color_position --baselines=random \
+      --baseline_layers=conv2,fc8    # another family, on a budget
 
 Runs the stages of inverter/experiments/reproduction.py in order, skipping
 finished ones, so it can span several sittings; ROOT/stages.json records
@@ -44,6 +48,20 @@ flags.DEFINE_string("publish", None, "Where the report stage writes tables"
                     " and figures (default: docs/results/DATASET).")
 flags.DEFINE_integer("analysis_images", 1000,
                      "Evaluation images each analysis study uses.")
+flags.DEFINE_enum("arch", "caffenet", list(presets.SMALL_ENCODER_ARCHS),
+                  "The encoder's family: its reduced network is trained and"
+                  " inverted (default publish dir:"
+                  " docs/results/architectures/ARCH unless caffenet).")
+flags.DEFINE_list("layers", None, "Layers to invert (default: every layer"
+                  " the network has, then fc8_top5).")
+flags.DEFINE_list("studies", list(reproduction.STUDIES),
+                  "Analysis studies to run on the inverters.")
+flags.DEFINE_list("baselines", ["autoencoder", "scratch", "random"],
+                  "Kinds of baseline decoder to train (empty: none).")
+flags.DEFINE_list("baseline_layers", list(reproduction.BASELINE_LAYERS),
+                  "Layers the baselines are trained at.")
+flags.DEFINE_integer("inverter_steps", None, "Training steps of every"
+                     " decoder (default: the data set preset's).")
 flags.mark_flags_as_required(["dataset", "root"])
 
 
@@ -58,7 +76,12 @@ def main(argv):
       dataset=FLAGS.dataset, root=_path(FLAGS.root),
       source=FLAGS.source or presets.SMALL_DATASETS[FLAGS.dataset]["source"],
       data_dir=FLAGS.data_dir, encoder=_path(FLAGS.encoder),
-      publish=_path(FLAGS.publish), analysis_images=FLAGS.analysis_images)
+      publish=_path(FLAGS.publish), analysis_images=FLAGS.analysis_images,
+      arch=FLAGS.arch,
+      layers=tuple(FLAGS.layers) if FLAGS.layers is not None else None,
+      studies=tuple(FLAGS.studies), baseline_kinds=tuple(FLAGS.baselines),
+      baseline_layers=tuple(FLAGS.baseline_layers),
+      inverter_steps=FLAGS.inverter_steps)
   chosen = stages_lib.select(reproduction.build(plan), FLAGS.stages)
   # On SIGTERM, as on Ctrl-C, the running stage is told to save and stop,
   # and its time so far is kept (see stages.run).

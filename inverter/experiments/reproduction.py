@@ -28,6 +28,12 @@ Stages, in order (each an ordinary command line):
    docs/results/<data set>), with the commands, wall times and git commits
    of every stage.
 
+The encoder is caffenet-shaped unless `arch` names another family
+(`presets.SMALL_ENCODER_ARCHS`): then every stage uses that reduced network,
+the inverters cover the layers it has, and `studies`, `baseline_kinds`,
+`baseline_layers` and `inverter_steps` can trim the plan to a budget
+(docs/results/architectures).
+
 A stage whose outputs exist is skipped; an interrupted one is run again and
 its training resumes exactly. Every run uses seed 0 (config.seed and
 encoder.init_seed); evaluation uses the whole evaluation split, the
@@ -40,8 +46,9 @@ import dataclasses
 import json
 import pathlib
 
-from inverter import presets
+from inverter import errors, presets
 from inverter.experiments import stages as stages_lib
+from inverter.models import encoders
 
 DATASETS = tuple(presets.SMALL_DATASETS)
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8",
@@ -62,6 +69,11 @@ KINDS = {
 }
 
 
+class PlanError(errors.UserError, ValueError):
+  """A plan names a data set, family, layer, study or baseline that does not
+  exist, or non-positive steps."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """One reproduction: which data set, from where, and where it writes."""
@@ -73,11 +85,47 @@ class Plan:
   encoder: pathlib.Path | None = None
   publish: pathlib.Path | None = None
   analysis_images: int = 1000
+  # The encoder's family (presets.SMALL_ENCODER_ARCHS).
+  arch: str = "caffenet"
+  # Inverted layers; None: every layer `arch` has, then fc8_top5.
+  layers: tuple[str, ...] | None = None
+  studies: tuple[str, ...] = STUDIES
+  baseline_kinds: tuple[str, ...] = ("autoencoder", "scratch", "random")
+  baseline_layers: tuple[str, ...] = BASELINE_LAYERS
+  # Training steps of every decoder; None: the preset's.
+  inverter_steps: int | None = None
 
   def __post_init__(self):
     if self.dataset not in DATASETS:
-      raise ValueError(f"Unknown data set {self.dataset!r}; one of"
+      raise PlanError(f"Unknown data set {self.dataset!r}; one of"
                        f" {', '.join(DATASETS)}.")
+    if self.arch not in presets.SMALL_ENCODER_ARCHS:
+      raise PlanError(f"Unknown encoder family {self.arch!r}; one of"
+                       f" {', '.join(presets.SMALL_ENCODER_ARCHS)}.")
+    allowed = {"layers": (*encoders.layers_of(self.arch), "fc8_top5"),
+               "studies": STUDIES, "baseline_kinds": tuple(KINDS)[1:],
+               "baseline_layers": encoders.layers_of(self.arch)}
+    for field, known in allowed.items():
+      unknown = [v for v in getattr(self, field) or () if v not in known]
+      if unknown:
+        raise PlanError(f"{field}: {unknown} not among {', '.join(known)}"
+                         f" (arch {self.arch}).")
+    if self.inverter_steps is not None and self.inverter_steps <= 0:
+      raise PlanError(f"inverter_steps must be positive, got"
+                       f" {self.inverter_steps}.")
+
+  @property
+  def inverted_layers(self) -> tuple[str, ...]:
+    return self.layers if self.layers is not None else (
+        *encoders.layers_of(self.arch), "fc8_top5")
+
+  @property
+  def config_arg(self) -> str:
+    """The preset part of every config argument: the data set, and the
+    family unless it is the default (so the published caffenet commands
+    stay as they were)."""
+    return self.dataset + ("" if self.arch == "caffenet"
+                           else f",arch={self.arch}")
 
   @property
   def encoder_dir(self) -> pathlib.Path:
@@ -85,8 +133,11 @@ class Plan:
 
   @property
   def publish_dir(self) -> pathlib.Path:
-    return self.publish or (stages_lib.REPO_ROOT / "docs" / "results"
-                            / self.dataset)
+    if self.publish:
+      return self.publish
+    results = stages_lib.REPO_ROOT / "docs" / "results"
+    return (results / self.dataset if self.arch == "caffenet"
+            else results / "architectures" / self.arch)
 
 
 def num_train_steps(dataset: str, layer: str) -> int:
@@ -108,30 +159,36 @@ def build(plan: Plan) -> list[stages_lib.Stage]:
   data_flags = ([f"--config.data.data_dir={plan.data_dir}"]
                 if plan.data_dir else [])
   encoder_dir = plan.encoder_dir
+  family = "" if plan.arch == "caffenet" else f",arch={plan.arch}"
   out = [stages_lib.Stage(
       "encoder",
       (py, "-m", "inverter.main",
-       f"--config=configs/encoders/{dataset}.py:source={source}",
+       f"--config=configs/encoders/{dataset}.py:source={source}{family}",
        f"--workdir={root / 'encoder'}", *data_flags),
       done=lambda: (encoder_dir / "metadata.json").exists(),
       description=f"{dataset} encoder trained as a classifier")]
 
+  steps_flags = ([f"--config.num_train_steps={plan.inverter_steps}"]
+                 if plan.inverter_steps else [])
+
   def inverter_stage(kind: str, layer: str, config: str, *extra: str):
     workdir = root / KINDS[kind] / layer
-    steps = num_train_steps(dataset, layer)
+    steps = plan.inverter_steps or num_train_steps(dataset, layer)
     return stages_lib.Stage(
         f"{kind}_{layer}",
         (py, "-m", "inverter.main", f"--config={config}",
-         f"--workdir={workdir}", *data_flags, *extra),
+         f"--workdir={workdir}", *data_flags, *extra, *steps_flags),
         done=lambda: steps_done(workdir, steps))
 
+  # With encoder=DIR the network comes from the encoder's metadata.
   trained = f"encoder={encoder_dir},source={source}"
-  for layer in (*LAYERS, "fc8_top5"):
+  untrained = f"{plan.config_arg},source={source}"
+  for layer in plan.inverted_layers:
     out.append(inverter_stage("inverter", layer,
                               f"configs/{layer}.py:{dataset},{trained}"))
   analysis_dir = root / "analysis"
   inverters = root / KINDS["inverter"] / "*"
-  for study in STUDIES:
+  for study in plan.studies:
     images = ([] if study in FEWER_IMAGES
               else [f"--config.num_images={plan.analysis_images}"])
     out.append(stages_lib.Stage(
@@ -140,29 +197,32 @@ def build(plan: Plan) -> list[stages_lib.Stage]:
          f"--config.inverters={inverters}", *images,
          f"--workdir={analysis_dir}"),
         done=lambda s=study: (analysis_dir / s / "results.json").exists()))
-  for layer in BASELINE_LAYERS:
-    out.append(inverter_stage("autoencoder", layer,
-                              f"configs/{layer}.py:{dataset},{trained}",
-                              "--config.train_encoder=True"))
-  for layer in BASELINE_LAYERS:
-    out.append(inverter_stage("scratch", layer,
-                              f"configs/{layer}.py:{dataset},source={source}",
-                              "--config.train_encoder=True"))
-  for layer in BASELINE_LAYERS:
-    out.append(inverter_stage("random", layer,
-                              f"configs/{layer}.py:{dataset},source={source}"))
-  baselines = [str(root / KINDS["inverter"] / layer)
-               for layer in BASELINE_LAYERS] + [
-                   str(root / KINDS[kind] / "*")
-                   for kind in ("autoencoder", "scratch", "random")]
-  baselines_dir = root / "analysis_baselines"
-  out.append(stages_lib.Stage(
-      "analysis_baselines",
-      (py, "-m", "inverter.analysis", "--config=configs/analysis.py:layers",
-       f"--config.inverters={','.join(baselines)}",
-       f"--config.num_images={plan.analysis_images}",
-       f"--workdir={baselines_dir}"),
-      done=lambda: (baselines_dir / "layers" / "results.json").exists()))
+  kinds = [k for k in KINDS if k in plan.baseline_kinds]
+  for kind in kinds:
+    for layer in plan.baseline_layers:
+      if kind == "autoencoder":
+        out.append(inverter_stage(kind, layer,
+                                  f"configs/{layer}.py:{dataset},{trained}",
+                                  "--config.train_encoder=True"))
+      elif kind == "scratch":
+        out.append(inverter_stage(kind, layer,
+                                  f"configs/{layer}.py:{untrained}",
+                                  "--config.train_encoder=True"))
+      else:
+        out.append(inverter_stage(kind, layer,
+                                  f"configs/{layer}.py:{untrained}"))
+  if kinds:
+    baselines = [str(root / KINDS["inverter"] / layer)
+                 for layer in plan.baseline_layers] + [
+                     str(root / KINDS[kind] / "*") for kind in kinds]
+    baselines_dir = root / "analysis_baselines"
+    out.append(stages_lib.Stage(
+        "analysis_baselines",
+        (py, "-m", "inverter.analysis", "--config=configs/analysis.py:layers",
+         f"--config.inverters={','.join(baselines)}",
+         f"--config.num_images={plan.analysis_images}",
+         f"--workdir={baselines_dir}"),
+        done=lambda: (baselines_dir / "layers" / "results.json").exists()))
   out.append(stages_lib.Stage(
       "report",
       (py, "-m", "inverter.experiments.report", f"--dataset={dataset}",

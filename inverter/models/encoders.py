@@ -87,6 +87,16 @@ def check_layer(layer: str) -> None:
   alexnet.check_layer(layer)
 
 
+def layers_of(arch: str) -> tuple[str, ...]:
+  """The `LAYERS` that `arch` has, in depth order (ResNets and GoogLeNets go
+  from pool5, layer fc6, straight to the class scores: they have no fc7)."""
+  check_arch(arch)
+  for module in (resnet, googlenet):
+    if arch in module.ARCHITECTURES:
+      return tuple(l for l in LAYERS if l in module.DEFAULT_TAPS)
+  return LAYERS
+
+
 def tap_names(arch: str, encoder_cfg: Mapping[str, Any] | None = None
               ) -> tuple[str, ...]:
   """All taps of `arch` in the order the forward pass produces them (a
