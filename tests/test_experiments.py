@@ -422,6 +422,19 @@ def test_report_tables_curves_and_stage_times(tmp_path):
   assert "- inverter_fc6: the first sitting was cut short" in times
 
 
+def test_a_run_is_finished_at_its_own_steps_not_the_preset_s(tmp_path):
+  root = tmp_path / "root"
+  write_run(root / "inverters" / "fc6", {300: 0.8, 600: 0.75})
+  write_run(root / "inverters" / "conv1", {300: 0.5, 600: 0.45})
+  # fc6 was trained for 600 steps on purpose (a plan's inverter_steps);
+  # conv1 was meant to train for the preset's and is still on its way.
+  (root / "inverters" / "fc6" / "config.json").write_text(json.dumps(
+      {"identity": {}, "config": {"num_train_steps": 600}}))
+  assert 600 < last_step("conv1")
+  _, rows = report.main_table("cifar10", root)
+  assert rows == [["fc6", 0.75, None, None, None]]
+
+
 def test_a_report_before_any_run_finished_says_so(tmp_path):
   root, publish = tmp_path / "root", tmp_path / "publish"
   write_run(root / "inverters" / "conv1", {500: 0.5})  # still training

@@ -55,12 +55,17 @@ KINDS = reproduction.KINDS
 def _metrics(dataset: str, workdir: pathlib.Path,
              layer: str) -> dict[str, Any] | None:
   """The final evaluation of a finished run (None while it still trains:
-  its metrics.json then holds an intermediate evaluation)."""
+  its metrics.json then holds an intermediate evaluation). Finished means
+  the run's own num_train_steps (its config.json; a plan may shorten the
+  preset's), else the preset's."""
   path = workdir / "eval" / "metrics.json"
   if not path.exists():
     return None
   metrics = json.loads(path.read_text())
-  steps = reproduction.num_train_steps(dataset, layer)
+  config = workdir / "config.json"
+  steps = (json.loads(config.read_text())["config"].get("num_train_steps")
+           if config.exists() else None)
+  steps = steps or reproduction.num_train_steps(dataset, layer)
   return metrics if metrics["step"] >= steps else None
 
 
