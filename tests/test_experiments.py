@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from inverter import plots
-from inverter.experiments import report, reproduction, stages
+from inverter import plots, presets
+from inverter.experiments import architectures, report, reproduction, stages
+from inverter.models import encoders
 
 from conftest import REPO_ROOT
 
@@ -481,3 +482,101 @@ def test_line_chart_draws_each_series_in_its_colour():
     assert np.all(chart == colour, axis=-1).sum() > 50
   with pytest.raises(ValueError):
     plots.line_chart({"empty": ([], [])})
+
+
+# ---------------------------------------------------------------------------
+# The architectures report.
+# ---------------------------------------------------------------------------
+
+
+def write_family_run(root: pathlib.Path, arch: str, kind: str, layer: str,
+                     errors: dict[int, float]) -> None:
+  """A finished Tiny ImageNet run of `arch` at `layer` (its config.json
+  names the encoder and its steps, as training writes it)."""
+  workdir = root / reproduction.KINDS[kind] / layer
+  write_run(workdir, errors)
+  encoder = presets.get_config(layer, f"tiny_imagenet,arch={arch}").encoder
+  encoder.tap = encoders.default_tap(arch, layer)
+  (workdir / "config.json").write_text(json.dumps({
+      "identity": {"encoder": encoder.to_dict()},
+      "config": {"num_train_steps": max(errors)}}))
+
+
+def test_architectures_report_compares_families_at_one_budget(tmp_path):
+  alexnet, resnet = tmp_path / "alexnet", tmp_path / "resnet"
+  # AlexNet's inverters trained 6000 steps; the families' 3000. The report
+  # compares every family at step 3000.
+  write_family_run(alexnet, "caffenet", "inverter", "conv1",
+                   {3000: 0.30, 6000: 0.25})
+  write_family_run(alexnet, "caffenet", "inverter", "fc8",
+                   {3000: 0.62, 6000: 0.58})
+  write_family_run(resnet, "resnet50", "inverter", "conv5",
+                   {1500: 0.5, 3000: 0.45})
+  write_family_run(resnet, "resnet50", "inverter", "prob", {3000: 0.66})
+  write_family_run(resnet, "resnet50", "random", "prob", {3000: 0.99})
+  (resnet / "encoder" / "eval").mkdir(parents=True)
+  (resnet / "encoder" / "eval" / "metrics.json").write_text(
+      json.dumps({"top1": 0.4, "top5": 0.7, "num_images": 10000}))
+  (resnet / "analysis" / "perturb").mkdir(parents=True)
+  (resnet / "analysis" / "perturb" / "results.json").write_text(json.dumps(
+      {"inverters": [{"label": "prob", "perturbations": {
+          "none": {"normalized_error": 0.66, "relative_to_unperturbed": 1},
+          "binarize": {"normalized_error": 0.7,
+                       "relative_to_unperturbed": 1.06}}}]}))
+  (resnet / "analysis" / "color_position").mkdir(parents=True)
+  (resnet / "analysis" / "color_position" / "results.json").write_text(
+      json.dumps({"inverters": [{
+          "label": "prob", "full": {"normalized_error": 0.66},
+          "over_class_mean": {"blurred": 0.9, "edges": 1.3},
+          "position": {"follow_ratio": 0.0}}]}))
+  for root, width in ((alexnet, 50), (resnet, 30)):
+    (root / "analysis" / "layers").mkdir(parents=True)
+    Image.new("RGB", (width, 20), "red").save(
+        root / "analysis" / "layers" / "reconstructions.png")
+  runs = architectures.parse_runs([f"caffenet={alexnet}",
+                                   f"resnet50={resnet}"])
+  publish = tmp_path / "publish"
+  architectures.write("tiny_imagenet", runs, publish, at_step=3000)
+
+  header, rows = architectures.taps_table("tiny_imagenet", runs, 3000)
+  column = {name: header.index(name) for name in header}
+  by_key = {(r[0], r[1]): r for r in rows}
+  assert list(by_key) == [("caffenet", "conv1"), ("caffenet", "fc8"),
+                          ("resnet50", "conv5"), ("resnet50", "prob")]
+  assert by_key["caffenet", "fc8"][column["error at step 3000"]] == 0.62
+  assert by_key["caffenet", "fc8"][column["error at last step"]] == 0.58
+  # Relative depth: place among the family's own layers (9 and 8).
+  assert by_key["caffenet", "conv1"][column["relative depth"]] == 0.111
+  assert by_key["resnet50", "conv5"][column["relative depth"]] == 0.625
+  assert by_key["resnet50", "prob"][column["relative depth"]] == 1.0
+  # res5 of the quarter-width ResNet-18 at 64x64: 2x2x128.
+  assert by_key["resnet50", "conv5"][column["tap"]] == "res5"
+  assert by_key["resnet50", "conv5"][column["feature shape"]] == "2x2x128"
+  assert by_key["resnet50", "conv5"][column["feature size"]] == 512
+  assert by_key["resnet50", "prob"][column["encoder top-1"]] == 0.4
+  assert by_key["caffenet", "conv1"][column["encoder top-1"]] is None
+  assert "| resnet50 | prob | 0.7000 |  | 1.0600 |  |" in (
+      publish / "perturb.md").read_text()
+  assert "| resnet50 | prob | 0.6600 | 0.9000 | 1.3000 | 0.0000 |" in (
+      publish / "color_position.md").read_text()
+  assert (publish / "random.csv").read_text().splitlines()[1] == (
+      "resnet50,prob,0.66,0.99,1.5")
+  for name in ("error_vs_depth", "error_vs_size"):
+    assert (publish / f"{name}.png").stat().st_size > 0
+  figure = np.asarray(Image.open(publish / "reconstructions.png"))
+  assert figure.shape[1] == 50 and figure.shape[0] > 2 * 20
+  # Both panels are there, in order, left-aligned on white.
+  red = (figure == (255, 0, 0)).all(axis=2)
+  assert red.sum() == 50 * 20 + 30 * 20 and not red[:, 30:].any(axis=1)[-20:].any()
+
+
+@pytest.mark.parametrize("runs, named", [
+    (["caffenet"], "ARCH=ROOT"),
+    (["alexnet={root}"], "unknown family"),
+    (["vgg16={root}", "vgg16={root}"], "twice"),
+    (["vgg16={root}/missing"], "does not exist"),
+    ([], "empty"),
+])
+def test_architectures_report_refuses_bad_runs(tmp_path, runs, named):
+  with pytest.raises(architectures.RunsError, match=named):
+    architectures.parse_runs([r.format(root=tmp_path) for r in runs])

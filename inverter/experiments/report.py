@@ -37,12 +37,18 @@ from inverter import cli, images, plots, presets
 from inverter.experiments import reproduction
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", None, list(reproduction.DATASETS),
-                  "The reproduction's data set.")
-flags.DEFINE_string("root", None, "The experiment's --root.")
-flags.DEFINE_string("encoder", None, "The trained encoder the inverters"
-                    " used (default ROOT/encoder/encoder).")
-flags.DEFINE_string("publish", None, "Where to write the report.")
+
+
+def _define_flags() -> None:
+  """Flags of the command line only, so that other tools can import this
+  module beside their own flags of the same names."""
+  flags.DEFINE_enum("dataset", None, list(reproduction.DATASETS),
+                    "The reproduction's data set.")
+  flags.DEFINE_string("root", None, "The experiment's --root.")
+  flags.DEFINE_string("encoder", None, "The trained encoder the inverters"
+                      " used (default ROOT/encoder/encoder).")
+  flags.DEFINE_string("publish", None, "Where to write the report.")
+  flags.mark_flags_as_required(["dataset", "root", "publish"])
 
 COLUMNS = {"inverter": "fixed trained encoder",
            "autoencoder": "autoencoder (fine-tuned)",
@@ -52,7 +58,7 @@ ROWS = (*reproduction.LAYERS, "fc8_top5")
 KINDS = reproduction.KINDS
 
 
-def _metrics(dataset: str, workdir: pathlib.Path,
+def final_metrics(dataset: str, workdir: pathlib.Path,
              layer: str) -> dict[str, Any] | None:
   """The final evaluation of a finished run (None while it still trains:
   its metrics.json then holds an intermediate evaluation). Finished means
@@ -109,7 +115,7 @@ def main_table(dataset: str, root: pathlib.Path
   for layer in ROWS:
     row: list[Any] = [layer]
     for kind in COLUMNS:
-      metrics = _metrics(dataset, root / KINDS[kind] / layer, layer)
+      metrics = final_metrics(dataset, root / KINDS[kind] / layer, layer)
       row.append(None if metrics is None
                  else round(metrics["normalized_error"], 4))
     if any(v is not None for v in row[1:]):
@@ -126,7 +132,7 @@ def _markdown(header: list[str], rows: list[list[Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _write_table(publish: pathlib.Path, name: str, header, rows,
+def write_table(publish: pathlib.Path, name: str, header, rows,
                  preface: str = "") -> None:
   table = (_markdown(header, rows) if rows
            else "No run has reached its last step yet.\n")
@@ -260,7 +266,7 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
                " (lower is better):\n\n")
   _publish_encoder(encoder or root / "encoder" / "encoder", publish)
   header, rows = main_table(dataset, root)
-  _write_table(publish, "main", header, rows, preface)
+  write_table(publish, "main", header, rows, preface)
   chart = _curves(dataset, root,
                   [("inverter", l) for l in reproduction.LAYERS],
                   "Inverters of the trained encoder")
@@ -276,7 +282,7 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
     images.write_png(publish / "encoder_accuracy.png", chart)
   header, rows = flattening_table(root)
   if rows:
-    _write_table(publish, "flattening", header, rows)
+    write_table(publish, "flattening", header, rows)
   analysis = root / "analysis"
   studies = {study: analysis / study for study in reproduction.STUDIES}
   studies["baselines"] = root / "analysis_baselines" / "layers"
@@ -301,5 +307,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["dataset", "root", "publish"])
+  _define_flags()
   cli.run(main)
