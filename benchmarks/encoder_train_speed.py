@@ -44,6 +44,7 @@ if str(REPO_ROOT) not in sys.path:  # Run as a script from a checkout.
 
 from inverter import presets  # pylint: disable=g-import-not-at-top
 from inverter.models import alexnet, layers  # pylint: disable=g-import-not-at-top
+
 CIFAR_CONFIG = REPO_ROOT / "configs" / "encoders" / "cifar10.py"
 
 LEARNING_RATE = 0.01

@@ -91,9 +91,7 @@ def small_dataset_config(dataset: str, arg: str | None, *,
     raise ValueError(f"Unknown config argument(s) {unknown}; known: arch,"
                      " source, test.")
   arch = str(args.get("arch", "caffenet"))
-  if arch not in presets.SMALL_ENCODER_ARCHS:
-    raise ValueError(f"arch={arch} has no reduced {dataset} encoder; choose"
-                     f" one of {', '.join(presets.SMALL_ENCODER_ARCHS)}.")
+  presets.check_small_encoder_arch(arch)
   c = base_config(arch)
   presets.small_encoder(c.encoder, dataset)
   presets.small_dataset_data(c.data, dataset)

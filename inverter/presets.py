@@ -134,25 +134,42 @@ _SIZE_PRESETS = ("demo", "test", *SMALL_DATASETS)
 
 # The reduced network of each encoder family that configs/encoders/<data
 # set>.py trains from scratch on a small data set (`arch=` picks the family;
-# caffenet is the default and the published encoders'). The alexnet entry
-# is the caffenet-shaped encoder of docs/results/; the others answer "do
+# caffenet is the default and the published encoders'). The caffenet entry
+# is the encoder of docs/results/; the others answer "do
 # the findings hold beyond AlexNet" (docs/results/architectures): a
 # VGG-16-shaped network (13 convolutions, no batch norm), a ResNet-18-shaped
 # one (torchvision layout, basic blocks 2-2-2-2, batch norm) and an
 # Inception-v1-shaped one (torchvision layout: batch norm, no LRN), with
 # a quarter of the original widths (VGG's fc 512); configs/encoders/
-# tiny_imagenet.py gives each the epochs that fit about two hours on 2 CPU
-# cores.
-SMALL_ENCODER_ARCHS = ("caffenet", "vgg16", "resnet50",
-                       "torchvision_googlenet")
+# tiny_imagenet.py gives each its epochs.
 _SMALL_ENCODERS = {
-    "alexnet": dict(widths=(32, 64, 96, 96, 64), fc_width=512),
+    "caffenet": dict(widths=(32, 64, 96, 96, 64), fc_width=512),
     "vgg16": dict(widths=(16, 32, 64, 128, 128), fc_width=512),
-    "resnet": dict(stem_width=16, widths=(16, 32, 64, 128),
-                   blocks=(2, 2, 2, 2), block="basic"),
+    "resnet50": dict(stem_width=16, widths=(16, 32, 64, 128),
+                     blocks=(2, 2, 2, 2), block="basic"),
     # Every GoogLeNet width divided by this.
-    "googlenet": dict(width_divisor=4),
+    "torchvision_googlenet": dict(width_divisor=4),
 }
+SMALL_ENCODER_ARCHS = tuple(_SMALL_ENCODERS)
+# What each reduced network is, for tables and figures (the arch name is
+# the family's: `resnet50` here has ResNet-18's shape).
+SMALL_ENCODER_TITLES = {
+    "caffenet": "AlexNet-shaped (caffenet)",
+    "vgg16": "VGG-16-shaped (vgg16)",
+    "resnet50": "ResNet-18-shaped (resnet50)",
+    "torchvision_googlenet": "Inception-v1-shaped (torchvision_googlenet)",
+}
+
+
+class UnknownSmallEncoderError(ValueError):
+  """An arch without a reduced network for the small data sets."""
+
+
+def check_small_encoder_arch(arch: str) -> None:
+  if arch not in SMALL_ENCODER_ARCHS:
+    raise UnknownSmallEncoderError(
+        f"arch={arch} has no reduced network for the small data sets;"
+        f" choose one of {', '.join(SMALL_ENCODER_ARCHS)}.")
 
 
 def small_encoder(e: ml_collections.ConfigDict, dataset: str) -> None:
@@ -162,17 +179,13 @@ def small_encoder(e: ml_collections.ConfigDict, dataset: str) -> None:
   groups as in caffenet; conv1 5x5 pad 2, stride 1 at 32x32 (CIFAR-10) and
   stride 2 at 64x64 (Tiny ImageNet), so that pool5 is 4x4 in both."""
   spec = SMALL_DATASETS[dataset]
-  if e.arch not in SMALL_ENCODER_ARCHS:
-    raise ValueError(
-        f"arch={e.arch} has no reduced {spec['title']} encoder; choose one"
-        f" of {', '.join(SMALL_ENCODER_ARCHS)}.")
-  family = encoders.family(e.arch)
-  shape = dict(_SMALL_ENCODERS[family])
+  check_small_encoder_arch(e.arch)
+  shape = dict(_SMALL_ENCODERS[e.arch])
   e.input_size = spec["size"]
-  if family == "alexnet":
+  if e.arch == "caffenet":
     e.conv1_kernel, e.conv1_padding = 5, 2
     e.conv1_stride = 1 if spec["size"] <= 32 else 2
-  if family == "googlenet":
+  if "width_divisor" in shape:
     divisor = shape.pop("width_divisor")
     narrow = lambda widths: tuple(max(2, w // divisor) for w in widths)
     e.stem_widths = narrow(googlenet.STEM_WIDTHS)
@@ -285,6 +298,18 @@ def get_config(layer: str, arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
+def encoder_block(architecture: dict[str, object]
+                  ) -> ml_collections.ConfigDict:
+  """The `encoder` config block of a stored architecture (an encoder's
+  metadata, a run's identity): its defining fields over the family's
+  defaults for the rest (lists become tuples, as configs hold them)."""
+  encoders.check_arch(str(architecture.get("arch", "")))
+  block = encoder_config(str(architecture["arch"]))
+  for key, value in architecture.items():
+    block[key] = tuple(value) if isinstance(value, list) else value
+  return block
+
+
 def use_encoder_weights(c: ml_collections.ConfigDict, path: str) -> None:
   """Points `c` at the encoder weights in `path` (ported or trained) and takes
   the encoder's architecture, preprocessing and input geometry from its
@@ -298,10 +323,7 @@ def use_encoder_weights(c: ml_collections.ConfigDict, path: str) -> None:
         f"encoder={path}: cannot read the encoder's architecture from"
         f" {meta_path} ({e}); give a directory written by"
         " `python -m inverter.port` or by encoder training.") from None
-  encoders.check_arch(arch.get("arch", ""))
-  c.encoder = encoder_config(arch["arch"])
-  for key, value in arch.items():
-    c.encoder[key] = tuple(value) if isinstance(value, list) else value
+  c.encoder = encoder_block(arch)
   c.encoder.weights = path
   prep = meta.get("preprocessing", {})
   c.data.crop_size = c.encoder.input_size

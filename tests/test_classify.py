@@ -214,6 +214,16 @@ def test_the_tiny_imagenet_encoder_config_is_the_published_encoder_s():
                           / "encoder" / "metadata.json").read_text())
   assert encoder_weights.architecture(config.encoder) == (
       published["architecture"])
+  recipe = published["source"]["config"]
+  for key in ("num_train_steps", "eval_every_steps", "batch_size", "seed",
+              "input_scale"):
+    assert config[key] == recipe[key], key
+  as_json = lambda d: json.loads(json.dumps(d))  # tuples -> lists
+  assert as_json(config.optimizer.to_dict()) == recipe["optimizer"]
+  data = as_json(config.data.to_dict())
+  for key in ("train_split", "eval_split", "crop_size", "mirror", "mean",
+              "crop_padding", "shuffle_buffer"):
+    assert data[key] == recipe["data"][key], key
 
 
 @pytest.mark.parametrize("arch", presets.SMALL_ENCODER_ARCHS)
@@ -242,6 +252,15 @@ def test_every_family_has_one_reduced_network_for_training_and_inverting(
 def test_a_family_without_a_reduced_network_is_refused():
   with pytest.raises(ValueError, match="arch=alexnet has no reduced"):
     load_config("tiny_imagenet", "arch=alexnet")
+
+
+def test_every_reduced_network_has_its_tiny_imagenet_epochs():
+  spec = importlib.util.spec_from_file_location(
+      "tiny_imagenet_encoder",
+      REPO_ROOT / "configs" / "encoders" / "tiny_imagenet.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert set(module.EPOCHS) == set(presets.SMALL_ENCODER_ARCHS)
 
 
 def test_wrong_number_of_classes_is_refused_before_any_work(tmp_path):

@@ -97,12 +97,12 @@ def test_one_driver_takes_the_data_set_as_an_argument(tmp_path):
 
 
 def test_another_family_is_an_argument_and_its_plan_can_be_trimmed(tmp_path):
-  plan = dict(arch="resnet50", layers=("conv1", "conv5", "fc6", "fc8"),
+  plan = dict(arch="resnet50", layers=("conv1", "conv2", "fc6", "fc8"),
               studies=("layers", "perturb"), baseline_kinds=("random",),
               baseline_layers=("conv2", "fc8"), inverter_steps=300)
   by_name = {s.name: s for s in build(tmp_path, "tiny_imagenet", **plan)}
   assert list(by_name) == [
-      "encoder", "inverter_conv1", "inverter_conv5", "inverter_fc6",
+      "encoder", "inverter_conv1", "inverter_conv2", "inverter_fc6",
       "inverter_fc8", "analysis_layers", "analysis_perturb", "random_conv2",
       "random_fc8", "analysis_baselines", "report"]
   assert by_name["encoder"].command[3] == (
@@ -122,8 +122,9 @@ def test_another_family_is_an_argument_and_its_plan_can_be_trimmed(tmp_path):
   assert by_name["inverter_conv1"].done()
   baselines = next(a for a in by_name["analysis_baselines"].command
                    if a.startswith("--config.inverters="))
-  assert baselines.endswith(f"conv2,{tmp_path / 'inverters' / 'fc8'},"
-                            f"{tmp_path / 'random_encoder' / '*'}")
+  assert baselines == "--config.inverters=" + ",".join([
+      str(tmp_path / "inverters" / "conv2"), str(tmp_path / "inverters" / "fc8"),
+      str(tmp_path / "random_encoder" / "*")])
   unpublished = reproduction.Plan(dataset="tiny_imagenet", root=tmp_path,
                                   source="tiny_imagenet", arch="vgg16")
   assert unpublished.publish_dir == (
@@ -132,17 +133,46 @@ def test_another_family_is_an_argument_and_its_plan_can_be_trimmed(tmp_path):
                                                       arch="resnet50")}
 
 
-@pytest.mark.parametrize("plan, named", [
-    (dict(arch="resnet50", layers=("fc7",)), "fc7"),
-    (dict(studies=("layer",)), "layer"),
-    (dict(baseline_kinds=("inverter",)), "inverter"),
-    (dict(arch="alexnet"), "alexnet"),
-    (dict(inverter_steps=0), "inverter_steps"),
+def test_a_run_started_with_other_steps_is_not_resumed_under_new_ones(
+    tmp_path):
+  stage = {s.name: s for s in build(tmp_path, inverter_steps=300)}[
+      "inverter_fc6"]
+  workdir = tmp_path / "inverters" / "fc6"
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(
+      {"identity": {}, "config": {"num_train_steps": last_step()}}))
+  with pytest.raises(reproduction.PlanError, match=(
+      f"started with {last_step()} training steps, this plan asks for 300")):
+    stage.done()
+
+
+@pytest.mark.parametrize("plan, message", [
+    (dict(arch="resnet50", layers=("fc7",)), r"layers: \['fc7'\] not among"),
+    (dict(studies=("layer",)), r"studies: \['layer'\] not among"),
+    (dict(baseline_kinds=("inverter",)),
+     r"baseline_kinds: \['inverter'\] not among"),
+    (dict(arch="alexnet"), "arch=alexnet has no reduced network"),
+    (dict(inverter_steps=0), "inverter_steps must be positive"),
+    (dict(layers=("conv1", "conv1")), r"layers: \['conv1'\] given more"),
+    (dict(layers=()), "layers is empty"),
+    (dict(layers=("conv1", "fc6")),
+     r"baseline_layers \['conv2', 'conv5', 'fc8'\] are compared"),
 ])
 def test_a_plan_with_an_unknown_part_is_refused_naming_it(tmp_path, plan,
-                                                          named):
-  with pytest.raises(reproduction.PlanError, match=named):
+                                                          message):
+  with pytest.raises(reproduction.PlanError, match=message):
     build(tmp_path, "tiny_imagenet", **plan)
+
+
+def test_an_encoder_of_another_family_is_refused(tmp_path):
+  encoder = tmp_path / "encoder"
+  encoder.mkdir()
+  (encoder / "metadata.json").write_text(json.dumps(
+      {"architecture": {"arch": "caffenet"}}))
+  build(tmp_path, "tiny_imagenet", encoder=encoder)  # The same family.
+  with pytest.raises(reproduction.PlanError,
+                     match="is a caffenet, the plan's family is vgg16"):
+    build(tmp_path, "tiny_imagenet", encoder=encoder, arch="vgg16")
 
 
 def test_a_given_encoder_replaces_the_encoder_stage(tmp_path):
@@ -502,31 +532,31 @@ def write_family_run(root: pathlib.Path, arch: str, kind: str, layer: str,
       "config": {"num_train_steps": max(errors)}}))
 
 
-def test_architectures_report_compares_families_at_one_budget(tmp_path):
+def test_architectures_report_puts_families_side_by_side(tmp_path):
   alexnet, resnet = tmp_path / "alexnet", tmp_path / "resnet"
-  # AlexNet's inverters trained 6000 steps; the families' 3000. The report
-  # compares every family at step 3000.
   write_family_run(alexnet, "caffenet", "inverter", "conv1",
-                   {3000: 0.30, 6000: 0.25})
+                   {1500: 0.30, 3000: 0.25})
   write_family_run(alexnet, "caffenet", "inverter", "fc8",
-                   {3000: 0.62, 6000: 0.58})
+                   {1500: 0.62, 3000: 0.58})
   write_family_run(resnet, "resnet50", "inverter", "conv5",
                    {1500: 0.5, 3000: 0.45})
   write_family_run(resnet, "resnet50", "inverter", "prob", {3000: 0.66})
   write_family_run(resnet, "resnet50", "random", "prob", {3000: 0.99})
+  # Still training: left out.
+  write_run(resnet / "inverters" / "fc6", {1500: 0.7})
   (resnet / "encoder" / "eval").mkdir(parents=True)
   (resnet / "encoder" / "eval" / "metrics.json").write_text(
       json.dumps({"top1": 0.4, "top5": 0.7, "num_images": 10000}))
   (resnet / "analysis" / "perturb").mkdir(parents=True)
   (resnet / "analysis" / "perturb" / "results.json").write_text(json.dumps(
-      {"inverters": [{"label": "prob", "perturbations": {
+      {"inverters": [{"label": "prob", "step": 3000, "perturbations": {
           "none": {"normalized_error": 0.66, "relative_to_unperturbed": 1},
           "binarize": {"normalized_error": 0.7,
                        "relative_to_unperturbed": 1.06}}}]}))
   (resnet / "analysis" / "color_position").mkdir(parents=True)
   (resnet / "analysis" / "color_position" / "results.json").write_text(
       json.dumps({"inverters": [{
-          "label": "prob", "full": {"normalized_error": 0.66},
+          "label": "prob", "step": 3000, "full": {"normalized_error": 0.66},
           "over_class_mean": {"blurred": 0.9, "edges": 1.3},
           "position": {"follow_ratio": 0.0}}]}))
   for root, width in ((alexnet, 50), (resnet, 30)):
@@ -536,43 +566,77 @@ def test_architectures_report_compares_families_at_one_budget(tmp_path):
   runs = architectures.parse_runs([f"caffenet={alexnet}",
                                    f"resnet50={resnet}"])
   publish = tmp_path / "publish"
-  architectures.write("tiny_imagenet", runs, publish, at_step=3000)
+  # A chart of an earlier report with nothing to draw now must go.
+  publish.mkdir()
+  (publish / "error_vs_size.png").write_bytes(b"stale")
+  architectures.write("tiny_imagenet", runs, publish)
 
-  header, rows = architectures.taps_table("tiny_imagenet", runs, 3000)
+  header, rows = architectures.taps_table("tiny_imagenet", runs)
   column = {name: header.index(name) for name in header}
+  alexnet_title = presets.SMALL_ENCODER_TITLES["caffenet"]
+  resnet_title = "ResNet-18-shaped (resnet50)"
   by_key = {(r[0], r[1]): r for r in rows}
-  assert list(by_key) == [("caffenet", "conv1"), ("caffenet", "fc8"),
-                          ("resnet50", "conv5"), ("resnet50", "prob")]
-  assert by_key["caffenet", "fc8"][column["error at step 3000"]] == 0.62
-  assert by_key["caffenet", "fc8"][column["error at last step"]] == 0.58
+  assert list(by_key) == [(alexnet_title, "conv1"), (alexnet_title, "fc8"),
+                          (resnet_title, "conv5"), (resnet_title, "prob")]
+  assert by_key[alexnet_title, "fc8"][column["error"]] == 0.58
+  assert by_key[alexnet_title, "fc8"][column["steps"]] == 3000
   # Relative depth: place among the family's own layers (9 and 8).
-  assert by_key["caffenet", "conv1"][column["relative depth"]] == 0.111
-  assert by_key["resnet50", "conv5"][column["relative depth"]] == 0.625
-  assert by_key["resnet50", "prob"][column["relative depth"]] == 1.0
+  assert by_key[alexnet_title, "conv1"][column["relative depth"]] == 0.111
+  assert by_key[resnet_title, "conv5"][column["relative depth"]] == 0.625
+  assert by_key[resnet_title, "prob"][column["relative depth"]] == 1.0
   # res5 of the quarter-width ResNet-18 at 64x64: 2x2x128.
-  assert by_key["resnet50", "conv5"][column["tap"]] == "res5"
-  assert by_key["resnet50", "conv5"][column["feature shape"]] == "2x2x128"
-  assert by_key["resnet50", "conv5"][column["feature size"]] == 512
-  assert by_key["resnet50", "prob"][column["encoder top-1"]] == 0.4
-  assert by_key["caffenet", "conv1"][column["encoder top-1"]] is None
-  assert "| resnet50 | prob | 0.7000 |  | 1.0600 |  |" in (
+  assert by_key[resnet_title, "conv5"][column["tap"]] == "res5"
+  assert by_key[resnet_title, "conv5"][column["feature shape"]] == "2x2x128"
+  assert by_key[resnet_title, "conv5"][column["feature size"]] == 512
+  assert by_key[resnet_title, "prob"][column["encoder top-1"]] == 0.4
+  assert by_key[alexnet_title, "conv1"][column["encoder top-1"]] is None
+  assert f"| {resnet_title} | prob | 3000 | 0.7000 |  | 1.0600 |  |" in (
       publish / "perturb.md").read_text()
-  assert "| resnet50 | prob | 0.6600 | 0.9000 | 1.3000 | 0.0000 |" in (
-      publish / "color_position.md").read_text()
+  assert (f"| {resnet_title} | prob | 3000 | 0.6600 | 0.9000 | 1.3000 |"
+          " 0.0000 |") in (publish / "color_position.md").read_text()
   assert (publish / "random.csv").read_text().splitlines()[1] == (
-      "resnet50,prob,0.66,0.99,1.5")
+      f"{resnet_title},prob,3000,0.66,0.99,1.5")
   for name in ("error_vs_depth", "error_vs_size"):
-    assert (publish / f"{name}.png").stat().st_size > 0
+    assert (publish / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
   figure = np.asarray(Image.open(publish / "reconstructions.png"))
   assert figure.shape[1] == 50 and figure.shape[0] > 2 * 20
-  # Both panels are there, in order, left-aligned on white.
+  # Both panels are there, left-aligned on white.
   red = (figure == (255, 0, 0)).all(axis=2)
   assert red.sum() == 50 * 20 + 30 * 20 and not red[:, 30:].any(axis=1)[-20:].any()
+
+  # Without runs to show, nothing stale is left and the tables say why.
+  architectures.write("tiny_imagenet", {"vgg16": tmp_path / "empty"}, publish)
+  assert not list(publish.glob("*.png"))
+  assert (publish / "taps.md").read_text() == architectures.EMPTY
+
+
+def test_report_and_architectures_command_lines_run(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  (tmp_path / "root").mkdir()
+  for module, flags in (
+      ("inverter.experiments.report",
+       ["--dataset=cifar10", f"--root={tmp_path / 'root'}"]),
+      ("inverter.experiments.architectures",
+       [f"--runs=caffenet={tmp_path / 'root'}"])):
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *flags,
+         f"--publish={tmp_path / module}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / module / "stages.md" if module.endswith("report")
+            else tmp_path / module / "taps.md").exists()
+  refused = subprocess.run(
+      [sys.executable, "-m", "inverter.experiments.architectures",
+       "--runs=alexnet=/nowhere", f"--publish={tmp_path / 'x'}"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines()[-1].startswith(
+      "ERROR: --runs: arch=alexnet has no reduced network")
 
 
 @pytest.mark.parametrize("runs, named", [
     (["caffenet"], "ARCH=ROOT"),
-    (["alexnet={root}"], "unknown family"),
+    (["alexnet={root}"], "arch=alexnet has no reduced network"),
     (["vgg16={root}", "vgg16={root}"], "twice"),
     (["vgg16={root}/missing"], "does not exist"),
     ([], "empty"),

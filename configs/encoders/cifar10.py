@@ -21,7 +21,9 @@ folders DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg instead:
 The run logs, and the exported WORKDIR/encoder/metadata.json records, the
 flags that make an inverter config use the trained encoder.
 
-Config argument (comma-separated): `source=NAME_OR_folder:PATH`, and `test`
+Config argument (comma-separated): `arch=` (another family's reduced
+network, see inverter.presets.SMALL_ENCODER_ARCHS; trained for the same
+5000 steps), `source=NAME_OR_folder:PATH`, and `test`
 for a tiny fast preset used by the test suite (its encoder block equals the
 inverter configs' `test` preset, so `configs/conv1.py:test` takes the exported
 weights with only --config.encoder.weights).

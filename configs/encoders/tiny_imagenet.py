@@ -22,11 +22,11 @@ encoder=WORKDIR/encoder` inverts; docs/results/tiny_imagenet/encoder/ is the
 one trained for the published results.
 
 Other families (`arch=vgg16`, `resnet50`, `torchvision_googlenet`; their
-reduced networks are in `inverter.presets._SMALL_ENCODERS`) get the same
-recipe with the epochs that fit the AlexNet-shaped encoder's budget of
-about two hours on 2 CPU cores (`EPOCHS`): they are slower per image (their
-first layers run at a higher resolution, and batch norm costs memory
-passes), so they see fewer epochs.
+reduced networks are in `inverter.presets._SMALL_ENCODERS`, their taps in
+docs/networks.md) get the same recipe with fewer epochs (`EPOCHS`): they
+are slower per image (VGG's first layers run at a higher resolution, batch
+norm costs memory passes), and the issue that compares them gives each
+about the AlexNet-shaped encoder's budget of two hours on 2 CPU cores.
 
 Config argument (comma-separated): `arch=`, `source=NAME_OR_folder:PATH`,
 and `test` for a tiny fast preset used by the test suite.
@@ -36,10 +36,11 @@ from inverter import classify_configs, presets
 
 TRAIN_IMAGES = 60_000
 BATCH = 128
-# Epochs per family. The alternatives' are set from their training speed
-# relative to caffenet's, measured in 150-step runs beside another
-# experiment (caffenet 330 images/s, VGG 100, ResNet 145, GoogLeNet 215):
-# each about two hours alone.
+# Epochs per family (caffenet's published encoder: 40 epochs, 148 min).
+# The others' are provisional, set from their speed relative to caffenet's
+# in 150-step runs beside another experiment (caffenet 330 images/s, VGG
+# 100, ResNet 145, GoogLeNet 215), which puts them at about 2-2.5 hours;
+# their first full runs confirm or change them.
 EPOCHS = {"caffenet": 40, "vgg16": 15, "resnet50": 20,
           "torchvision_googlenet": 30}
 # Evaluations per run (every 4 epochs for caffenet).
@@ -48,7 +49,8 @@ EVALUATIONS = 10
 
 def get_config(arg=None):
   arch = str(presets.parse_arg(arg).get("arch", "caffenet"))
-  steps = EPOCHS.get(arch, EPOCHS["caffenet"]) * TRAIN_IMAGES // BATCH
+  presets.check_small_encoder_arch(arch)
+  steps = EPOCHS[arch] * TRAIN_IMAGES // BATCH
   return classify_configs.small_dataset_config(
       "tiny_imagenet", arg, num_train_steps=steps,
       eval_every_steps=steps // EVALUATIONS)

@@ -39,15 +39,16 @@ def _fit_text(font, text: str, width: int) -> str:
 
 def stack_titled(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
   """Figures of any sizes one under the other, each under a title line, left
-  aligned on white (e.g. one study figure per network)."""
+  aligned on white (e.g. one study figure per network); at least one."""
   font = _font()
   line_h = _text_size(font, "Ag")[1] + 2 * _PAD
   width = max(panel.shape[1] for _, panel in panels)
   out = []
   for title, panel in panels:
     band = Image.new("RGB", (width, line_h), "white")
-    ImageDraw.Draw(band).text((_PAD, _PAD), _fit_text(font, title, width),
-                              fill="black", font=font)
+    ImageDraw.Draw(band).text(
+        (_PAD, _PAD), _fit_text(font, title, width - 2 * _PAD),
+        fill="black", font=font)
     padded = np.full((panel.shape[0], width, 3), 255, np.uint8)
     padded[:, :panel.shape[1]] = panel
     out += [np.asarray(band), padded]

@@ -45,7 +45,8 @@ flags.DEFINE_string("stages", "", "Comma-separated fnmatch patterns of the"
                     " stages to run (default: all).")
 flags.DEFINE_bool("dry-run", False, "List the stages and commands only.")
 flags.DEFINE_string("publish", None, "Where the report stage writes tables"
-                    " and figures (default: docs/results/DATASET).")
+                    " and figures (default: docs/results/DATASET, or"
+                    " docs/results/architectures/ARCH for another family).")
 flags.DEFINE_integer("analysis_images", 1000,
                      "Evaluation images each analysis study uses.")
 flags.DEFINE_enum("arch", "caffenet", list(presets.SMALL_ENCODER_ARCHS),
@@ -56,7 +57,7 @@ flags.DEFINE_list("layers", None, "Layers to invert (default: every layer"
                   " the network has, then fc8_top5).")
 flags.DEFINE_list("studies", list(reproduction.STUDIES),
                   "Analysis studies to run on the inverters.")
-flags.DEFINE_list("baselines", ["autoencoder", "scratch", "random"],
+flags.DEFINE_list("baselines", list(reproduction.BASELINE_KINDS),
                   "Kinds of baseline decoder to train (empty: none).")
 flags.DEFINE_list("baseline_layers", list(reproduction.BASELINE_LAYERS),
                   "Layers the baselines are trained at.")

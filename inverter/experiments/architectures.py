@@ -1,23 +1,24 @@
 r"""Do the findings hold beyond AlexNet? One report over several families.
 
   python -m inverter.experiments.architectures --dataset=tiny_imagenet \
-      --runs=caffenet=RUNS/tiny_imagenet,vgg16=RUNS/vgg16,\
+      --runs=caffenet=RUNS/caffenet,vgg16=RUNS/vgg16,\
 resnet50=RUNS/resnet50,torchvision_googlenet=RUNS/googlenet \
-      --at_step=3000 --publish=docs/results/architectures
+      --publish=docs/results/architectures
 
-Each run root is what `python -m inverter.experiments --arch=ARCH` wrote
-(the caffenet one may be the full reproduction's). Missing pieces become
-empty cells, so the report can be rebuilt while runs are still going.
+Each run root is what `python -m inverter.experiments --arch=ARCH` wrote.
+Compare roots whose inverters trained for the same number of steps (the
+same `--inverter_steps`): the learning rate decays to zero at a run's last
+step, so a longer run's error read part way is not the error of a run of
+that length. Each table shows the steps its numbers come from. Missing
+pieces become empty cells, so the report can be rebuilt while runs go on.
 Written into --publish:
 
 * `taps.md` / `.csv`: a row per family and layer: the tap, its feature
   shape and size, its relative depth (place among the family's layers over
-  their number), the normalized error at `--at_step` (the budget every
-  family's inverters share; an AlexNet inverter trained longer is read off
-  its evaluation curve there) and at the run's last step, and the encoder's
-  top-1 accuracy;
-* `error_vs_depth.png`, `error_vs_size.png`: error at --at_step against
-  relative depth and against log10 of the feature size, a line per family;
+  their number), the normalized error at the run's last step and that
+  step, and the encoder's top-1 accuracy;
+* `error_vs_depth.png`, `error_vs_size.png`: that error against relative
+  depth and against log10 of the feature size, a line per family;
 * `perturb.md` / `.csv`: binarized and 50%-dropped features, error relative
   to the unperturbed one, at every layer the perturb study ran on;
 * `color_position.md` / `.csv`: blurred (colour) and edge-map (contour)
@@ -55,9 +56,6 @@ def _define_flags() -> None:
                     "The data set every run used.")
   flags.DEFINE_list("runs", None, "ARCH=ROOT pairs, one per family, in the"
                     " order of the report.")
-  flags.DEFINE_integer("at_step", None, "The training step at which every"
-                       " family's inverters are compared (default: their"
-                       " last step).")
   flags.DEFINE_string("publish", None, "Where to write the report.")
   flags.mark_flags_as_required(["runs", "publish"])
 
@@ -76,9 +74,10 @@ def parse_runs(entries: Sequence[str]) -> dict[str, pathlib.Path]:
     arch, sep, root = entry.partition("=")
     if not sep or not root:
       raise RunsError(f"--runs: {entry!r} is not ARCH=ROOT.")
-    if arch not in presets.SMALL_ENCODER_ARCHS:
-      raise RunsError(f"--runs: unknown family {arch!r}; one of"
-                      f" {', '.join(presets.SMALL_ENCODER_ARCHS)}.")
+    try:
+      presets.check_small_encoder_arch(arch)
+    except ValueError as e:
+      raise RunsError(f"--runs: {e}") from None
     if arch in runs:
       raise RunsError(f"--runs names {arch} twice.")
     path = pathlib.Path(root).expanduser()
@@ -100,29 +99,21 @@ def _feature_shape(workdir: pathlib.Path) -> tuple[int, ...] | None:
   path = workdir / "config.json"
   if not path.exists():
     return None
-  identity = json.loads(path.read_text())["identity"]["encoder"]
-  # The identity holds the defining fields; the rest (e.g. how groups run)
-  # are the family's defaults.
-  encoder = presets.encoder_config(identity["arch"])
-  for key, value in identity.items():
-    encoder[key] = tuple(value) if isinstance(value, list) else value
-  shapes = encoders.tap_shapes(encoders.from_config(encoder))
-  return shapes[encoder.tap]
+  encoder = presets.encoder_block(
+      json.loads(path.read_text())["identity"]["encoder"])
+  return encoders.tap_shapes(encoders.from_config(encoder))[encoder.tap]
 
 
-def _error_at(workdir: pathlib.Path, step: int | None) -> float | None:
-  """The evaluation error at `step` (None if not evaluated there)."""
-  steps, values = report.eval_curve(workdir)
-  if step is None:
-    return None
-  return next((v for s, v in zip(steps, values) if s == step), None)
+def _title(arch: str) -> str:
+  return presets.SMALL_ENCODER_TITLES[arch]
 
 
-def taps_table(dataset: str, runs: dict[str, pathlib.Path],
-               at_step: int | None) -> tuple[list[str], list[list[Any]]]:
-  header = ["family", "layer", "tap", "feature shape", "feature size",
-            "relative depth", f"error at step {at_step or 'last'}",
-            "last step", "error at last step", "encoder top-1"]
+TAPS_HEADER = ["family", "layer", "tap", "feature shape", "feature size",
+               "relative depth", "error", "steps", "encoder top-1"]
+
+
+def taps_table(dataset: str, runs: dict[str, pathlib.Path]
+               ) -> tuple[list[str], list[list[Any]]]:
   rows = []
   for arch, root in runs.items():
     layers = encoders.layers_of(arch)
@@ -130,46 +121,40 @@ def taps_table(dataset: str, runs: dict[str, pathlib.Path],
     for i, layer in enumerate(layers):
       workdir = root / reproduction.KINDS["inverter"] / layer
       metrics = report.final_metrics(dataset, workdir, layer)
-      shape = _feature_shape(workdir)
-      at = _error_at(workdir, at_step) if at_step else (
-          metrics and metrics["normalized_error"])
-      if shape is None and at is None:
+      if metrics is None:
         continue
+      shape = _feature_shape(workdir)
       rows.append([
-          arch, layer, encoders.default_tap(arch, layer),
+          _title(arch), layer, encoders.default_tap(arch, layer),
           "x".join(map(str, shape)) if shape else None,
           math.prod(shape) if shape else None,
           round((i + 1) / len(layers), 3),
-          None if at is None else round(at, 4),
-          metrics and metrics["step"],
-          None if metrics is None else round(metrics["normalized_error"], 4),
-          None if top1 is None else round(top1, 4)])
-  return header, rows
+          _round(metrics["normalized_error"]), metrics["step"],
+          _round(top1)])
+  return TAPS_HEADER, rows
 
 
-def depth_charts(header: list[str], rows: list[list[Any]]):
-  """(error vs relative depth, error vs log10 feature size), or Nones."""
-  error = next(i for i, h in enumerate(header) if h.startswith("error at"))
-  depth, size = header.index("relative depth"), header.index("feature size")
+def depth_charts(rows: list[list[Any]]):
+  """(error vs relative depth, error vs log10 feature size) of taps_table's
+  rows, a line per family; Nones without rows."""
+  column = {name: i for i, name in enumerate(TAPS_HEADER)}
   by_depth: dict[str, tuple[list, list]] = {}
   by_size: dict[str, tuple[list, list]] = {}
   for row in rows:
-    if row[error] is None:
-      continue
-    by_depth.setdefault(row[0], ([], []))
-    by_depth[row[0]][0].append(row[depth])
-    by_depth[row[0]][1].append(row[error])
-    if row[size]:
-      by_size.setdefault(row[0], ([], []))
-      by_size[row[0]][0].append(math.log10(row[size]))
-      by_size[row[0]][1].append(row[error])
-  label = header[error].replace("error", "normalized error")
+    family, error = row[column["family"]], row[column["error"]]
+    by_depth.setdefault(family, ([], []))
+    by_depth[family][0].append(row[column["relative depth"]])
+    by_depth[family][1].append(error)
+    if row[column["feature size"]]:
+      by_size.setdefault(family, ([], []))
+      by_size[family][0].append(math.log10(row[column["feature size"]]))
+      by_size[family][1].append(error)
   charts = []
   for series, x_label in ((by_depth, "relative depth (layer / layers)"),
                           (by_size, "log10 feature size")):
     charts.append(plots.line_chart(
         series, title="Reconstruction error per tap", x_label=x_label,
-        y_label=label) if series else None)
+        y_label="normalized error") if series else None)
   return tuple(charts)
 
 
@@ -179,13 +164,14 @@ def _study(root: pathlib.Path, name: str) -> list[dict[str, Any]]:
 
 
 def perturb_table(runs: dict[str, pathlib.Path]):
-  header = ["family", "layer", *(f"{p}: error" for p in PERTURBATIONS),
+  header = ["family", "layer", "steps",
+            *(f"{p}: error" for p in PERTURBATIONS),
             *(f"{p}: over unperturbed" for p in PERTURBATIONS)]
   rows = []
   for arch, root in runs.items():
     for inv in _study(root, "perturb"):
       found = inv["perturbations"]
-      rows.append([arch, inv["label"],
+      rows.append([_title(arch), inv["label"], inv.get("step"),
                    *(_round(found.get(p, {}).get("normalized_error"))
                      for p in PERTURBATIONS),
                    *(_round(found.get(p, {}).get("relative_to_unperturbed"))
@@ -194,13 +180,13 @@ def perturb_table(runs: dict[str, pathlib.Path]):
 
 
 def color_position_table(runs: dict[str, pathlib.Path]):
-  header = ["family", "layer", "error", "blurred over class mean",
+  header = ["family", "layer", "steps", "error", "blurred over class mean",
             "edges over class mean", "follows a shift"]
   rows = []
   for arch, root in runs.items():
     for inv in _study(root, "color_position"):
       over = inv.get("over_class_mean", {})
-      rows.append([arch, inv["label"],
+      rows.append([_title(arch), inv["label"], inv.get("step"),
                    _round(inv["full"]["normalized_error"]),
                    _round(over.get("blurred")), _round(over.get("edges")),
                    _round(inv["position"]["follow_ratio"])])
@@ -209,7 +195,7 @@ def color_position_table(runs: dict[str, pathlib.Path]):
 
 def random_table(dataset: str, runs: dict[str, pathlib.Path]):
   """Random-encoder control against the trained encoder, where both ran."""
-  header = ["family", "layer", "trained encoder", "random encoder",
+  header = ["family", "layer", "steps", "trained encoder", "random encoder",
             "random over trained"]
   rows = []
   for arch, root in runs.items():
@@ -220,7 +206,8 @@ def random_table(dataset: str, runs: dict[str, pathlib.Path]):
           for kind in ("inverter", "random"))
       if trained and random:
         t, r = trained["normalized_error"], random["normalized_error"]
-        rows.append([arch, layer, _round(t), _round(r), _round(r / t)])
+        rows.append([_title(arch), layer, random["step"], _round(t),
+                     _round(r), _round(r / t) if t else None])
   return header, rows
 
 
@@ -234,33 +221,37 @@ def reconstructions(runs: dict[str, pathlib.Path]) -> np.ndarray | None:
   for arch, root in runs.items():
     path = root / "analysis" / "layers" / "reconstructions.png"
     if path.exists():
-      panels.append((arch, images.read_rgb(path)))
+      panels.append((_title(arch), images.read_rgb(path)))
   return figures.stack_titled(panels) if panels else None
 
 
-def write(dataset: str, runs: dict[str, pathlib.Path], publish: pathlib.Path,
-          at_step: int | None = None) -> None:
+EMPTY = "Nothing to compare yet: no family has this study or run.\n"
+
+
+def write(dataset: str, runs: dict[str, pathlib.Path],
+          publish: pathlib.Path) -> None:
   publish.mkdir(parents=True, exist_ok=True)
-  tables = {"taps": taps_table(dataset, runs, at_step),
-            "perturb": perturb_table(runs),
+  taps = taps_table(dataset, runs)
+  tables = {"taps": taps, "perturb": perturb_table(runs),
             "color_position": color_position_table(runs),
             "random": random_table(dataset, runs)}
   for name, (header, rows) in tables.items():
-    report.write_table(publish, name, header, rows)
-  for name, chart in zip(("error_vs_depth", "error_vs_size"),
-                         depth_charts(*tables["taps"])):
-    if chart is not None:
-      images.write_png(publish / f"{name}.png", chart)
-  figure = reconstructions(runs)
-  if figure is not None:
-    images.write_png(publish / "reconstructions.png", figure)
+    report.write_table(publish, name, header, rows, empty=EMPTY)
+  charts = dict(zip(("error_vs_depth", "error_vs_size"),
+                    depth_charts(taps[1])))
+  charts["reconstructions"] = reconstructions(runs)
+  for name, image in charts.items():
+    if image is None:  # None of an earlier report may stay.
+      (publish / f"{name}.png").unlink(missing_ok=True)
+    else:
+      images.write_png(publish / f"{name}.png", image)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runs = parse_runs(FLAGS.runs or [])
-  write(FLAGS.dataset, runs, pathlib.Path(FLAGS.publish), FLAGS.at_step)
+  write(FLAGS.dataset, runs, pathlib.Path(FLAGS.publish))
   print(f"Architectures report written to {FLAGS.publish}")
 
 

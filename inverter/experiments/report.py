@@ -50,6 +50,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("publish", None, "Where to write the report.")
   flags.mark_flags_as_required(["dataset", "root", "publish"])
 
+
 COLUMNS = {"inverter": "fixed trained encoder",
            "autoencoder": "autoencoder (fine-tuned)",
            "scratch": "autoencoder (from scratch)",
@@ -59,7 +60,7 @@ KINDS = reproduction.KINDS
 
 
 def final_metrics(dataset: str, workdir: pathlib.Path,
-             layer: str) -> dict[str, Any] | None:
+                  layer: str) -> dict[str, Any] | None:
   """The final evaluation of a finished run (None while it still trains:
   its metrics.json then holds an intermediate evaluation). Finished means
   the run's own num_train_steps (its config.json; a plan may shorten the
@@ -133,9 +134,10 @@ def _markdown(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_table(publish: pathlib.Path, name: str, header, rows,
-                 preface: str = "") -> None:
-  table = (_markdown(header, rows) if rows
-           else "No run has reached its last step yet.\n")
+                preface: str = "",
+                empty: str = "No run has reached its last step yet.\n"
+                ) -> None:
+  table = _markdown(header, rows) if rows else empty
   (publish / f"{name}.md").write_text(preface + table)
   with (publish / f"{name}.csv").open("w", newline="") as f:
     writer = csv.writer(f)

@@ -8,11 +8,11 @@ and the inverter preset `<data set>`.
 
 Stages, in order (each an ordinary command line):
 
-1. `encoder`: the reduced AlexNet-shaped encoder trained on the data set as a
-   classifier, exported to ROOT/encoder/encoder (skipped when --encoder
+1. `encoder`: the reduced encoder (AlexNet-shaped unless `arch` says
+   otherwise) trained on the data set as a classifier, exported to ROOT/encoder/encoder (skipped when --encoder
    names an encoder trained before, e.g. a published one).
-2. `inverter_<layer>` for conv1..conv5, fc6, fc7, fc8, prob, and
-   `inverter_fc8_top5`: decoders for the frozen trained encoder
+2. `inverter_<layer>` for conv1..conv5, fc6, fc7 (where the family has
+   it), fc8, prob, and `inverter_fc8_top5`: decoders for the frozen trained encoder
    (`configs/<layer>.py:<data set>,encoder=ENCODER`).
 3. `analysis_<study>`: the studies (`python -m inverter.analysis`) on the
    trained-encoder inverters, on the same evaluation images (the
@@ -25,7 +25,8 @@ Stages, in order (each an ordinary command line):
 5. `analysis_baselines`: the `layers` study over all four kinds of decoder
    at the baseline layers, their reconstructions side by side.
 6. `report`: tables, curves and figures in --publish (default
-   docs/results/<data set>), with the commands, wall times and git commits
+   docs/results/<data set>, or docs/results/architectures/<arch> for
+   another family), with the commands, wall times and git commits
    of every stage.
 
 The encoder is caffenet-shaped unless `arch` names another family
@@ -51,8 +52,7 @@ from inverter.experiments import stages as stages_lib
 from inverter.models import encoders
 
 DATASETS = tuple(presets.SMALL_DATASETS)
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8",
-          "prob")
+LAYERS = encoders.LAYERS
 BASELINE_LAYERS = ("conv2", "conv5", "fc6", "fc8")
 STUDIES = ("layers", "perturb", "interpolate", "sample", "topk",
            "color_position", "optimization")
@@ -67,16 +67,20 @@ KINDS = {
     "scratch": "scratch",          # encoder trained from random init
     "random": "random_encoder",    # frozen random encoder
 }
+BASELINE_KINDS = ("autoencoder", "scratch", "random")
 
 
 class PlanError(errors.UserError, ValueError):
-  """A plan names a data set, family, layer, study or baseline that does not
-  exist, or non-positive steps."""
+  """A plan that cannot run as asked: an unknown data set, family, layer,
+  study or baseline, a list that repeats an entry, baselines at a layer
+  without its inverter, an encoder of another family, non-positive steps,
+  or a run already trained for a different number of steps."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """One reproduction: which data set, from where, and where it writes."""
+  """One reproduction: which data set and encoder family, from where, where
+  it writes, and which of the stages it runs (all by default)."""
   dataset: str
   root: pathlib.Path
   source: str  # data.source: a TFDS name or folder:PATH
@@ -90,7 +94,7 @@ class Plan:
   # Inverted layers; None: every layer `arch` has, then fc8_top5.
   layers: tuple[str, ...] | None = None
   studies: tuple[str, ...] = STUDIES
-  baseline_kinds: tuple[str, ...] = ("autoencoder", "scratch", "random")
+  baseline_kinds: tuple[str, ...] = BASELINE_KINDS
   baseline_layers: tuple[str, ...] = BASELINE_LAYERS
   # Training steps of every decoder; None: the preset's.
   inverter_steps: int | None = None
@@ -98,21 +102,41 @@ class Plan:
   def __post_init__(self):
     if self.dataset not in DATASETS:
       raise PlanError(f"Unknown data set {self.dataset!r}; one of"
-                       f" {', '.join(DATASETS)}.")
-    if self.arch not in presets.SMALL_ENCODER_ARCHS:
-      raise PlanError(f"Unknown encoder family {self.arch!r}; one of"
-                       f" {', '.join(presets.SMALL_ENCODER_ARCHS)}.")
+                      f" {', '.join(DATASETS)}.")
+    try:
+      presets.check_small_encoder_arch(self.arch)
+    except ValueError as e:
+      raise PlanError(str(e)) from None
     allowed = {"layers": (*encoders.layers_of(self.arch), "fc8_top5"),
-               "studies": STUDIES, "baseline_kinds": tuple(KINDS)[1:],
+               "studies": STUDIES, "baseline_kinds": BASELINE_KINDS,
                "baseline_layers": encoders.layers_of(self.arch)}
     for field, known in allowed.items():
-      unknown = [v for v in getattr(self, field) or () if v not in known]
+      values = getattr(self, field) or ()
+      unknown = [v for v in values if v not in known]
       if unknown:
         raise PlanError(f"{field}: {unknown} not among {', '.join(known)}"
-                         f" (arch {self.arch}).")
+                        f" (arch {self.arch}).")
+      repeated = sorted({v for v in values if values.count(v) > 1})
+      if repeated:
+        raise PlanError(f"{field}: {repeated} given more than once.")
+    if self.layers is not None and not self.layers:
+      raise PlanError("layers is empty; name at least one layer to invert.")
+    orphans = [l for l in self.baseline_layers
+               if l not in self.inverted_layers]
+    if self.baseline_kinds and orphans:
+      raise PlanError(f"baseline_layers {orphans} are compared with their"
+                      " inverters; add them to layers.")
     if self.inverter_steps is not None and self.inverter_steps <= 0:
       raise PlanError(f"inverter_steps must be positive, got"
-                       f" {self.inverter_steps}.")
+                      f" {self.inverter_steps}.")
+    metadata = self.encoder / "metadata.json" if self.encoder else None
+    if metadata is not None and metadata.exists():
+      arch = json.loads(metadata.read_text()).get("architecture", {}).get(
+          "arch")
+      if arch != self.arch:
+        raise PlanError(f"The encoder {self.encoder} is a {arch}, the plan's"
+                        f" family is {self.arch}; pass --arch={arch} or"
+                        " another encoder.")
 
   @property
   def inverted_layers(self) -> tuple[str, ...]:
@@ -120,12 +144,10 @@ class Plan:
         *encoders.layers_of(self.arch), "fc8_top5")
 
   @property
-  def config_arg(self) -> str:
-    """The preset part of every config argument: the data set, and the
-    family unless it is the default (so the published caffenet commands
-    stay as they were)."""
-    return self.dataset + ("" if self.arch == "caffenet"
-                           else f",arch={self.arch}")
+  def arch_arg(self) -> str:
+    """',arch=ARCH' for a config argument, or '' for caffenet (so the
+    published caffenet commands stay as they were)."""
+    return "" if self.arch == "caffenet" else f",arch={self.arch}"
 
   @property
   def encoder_dir(self) -> pathlib.Path:
@@ -147,7 +169,19 @@ def num_train_steps(dataset: str, layer: str) -> int:
 
 
 def steps_done(workdir: pathlib.Path, steps: int) -> bool:
-  """Whether the run in `workdir` has evaluated its final step."""
+  """Whether the run in `workdir` has evaluated its final step.
+
+  Raises PlanError for a run started with another number of steps: resuming
+  it would continue under a different learning-rate schedule.
+  """
+  config = workdir / "config.json"
+  if config.exists():
+    planned = json.loads(config.read_text())["config"].get("num_train_steps")
+    if planned is not None and planned != steps:
+      raise PlanError(
+          f"{workdir} was started with {planned} training steps, this plan"
+          f" asks for {steps}; give the same --inverter_steps or another"
+          " --root.")
   metrics = workdir / "eval" / "metrics.json"
   return metrics.exists() and json.loads(metrics.read_text())["step"] >= steps
 
@@ -159,11 +193,11 @@ def build(plan: Plan) -> list[stages_lib.Stage]:
   data_flags = ([f"--config.data.data_dir={plan.data_dir}"]
                 if plan.data_dir else [])
   encoder_dir = plan.encoder_dir
-  family = "" if plan.arch == "caffenet" else f",arch={plan.arch}"
   out = [stages_lib.Stage(
       "encoder",
       (py, "-m", "inverter.main",
-       f"--config=configs/encoders/{dataset}.py:source={source}{family}",
+       f"--config=configs/encoders/{dataset}.py:source={source}"
+       f"{plan.arch_arg}",
        f"--workdir={root / 'encoder'}", *data_flags),
       done=lambda: (encoder_dir / "metadata.json").exists(),
       description=f"{dataset} encoder trained as a classifier")]
@@ -182,7 +216,7 @@ def build(plan: Plan) -> list[stages_lib.Stage]:
 
   # With encoder=DIR the network comes from the encoder's metadata.
   trained = f"encoder={encoder_dir},source={source}"
-  untrained = f"{plan.config_arg},source={source}"
+  untrained = f"{dataset}{plan.arch_arg},source={source}"
   for layer in plan.inverted_layers:
     out.append(inverter_stage("inverter", layer,
                               f"configs/{layer}.py:{dataset},{trained}"))
