@@ -495,6 +495,10 @@ def test_baseline_curves_have_a_panel_per_layer(tmp_path):
   assert np.all(one[:, half:] == 255) and not np.all(two[:, :half] == 255)
   assert not np.all(one[:, :half] == 255)
   assert report.baseline_curves("cifar10", tmp_path / "empty") is None
+  # A layer outside the default baseline layers gets its panel too.
+  write_run(tmp_path / "random_encoder" / "conv1", {500: 0.5, last: 0.45})
+  three = report.baseline_curves("cifar10", tmp_path)
+  assert three.shape[0] > two.shape[0]
 
 
 def test_nice_ticks_are_round_and_cover_the_range():

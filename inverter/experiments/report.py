@@ -164,10 +164,11 @@ def _curves(dataset: str, root: pathlib.Path,
 
 
 def baseline_curves(dataset: str, root: pathlib.Path):
-  """One panel per baseline layer, each with every kind of decoder, in the
-  same colour in every panel; None while no baseline has been evaluated."""
+  """One panel per layer that has a baseline run (whichever layers the plan
+  chose), each with every kind of decoder, in the same colour in every
+  panel; None while no baseline has been evaluated."""
   panels = []
-  for layer in reproduction.BASELINE_LAYERS:
+  for layer in reproduction.LAYERS:
     series = {}
     for kind, name in COLUMNS.items():
       steps, values = eval_curve(root / KINDS[kind] / layer)
