@@ -123,7 +123,8 @@ def test_another_family_is_an_argument_and_its_plan_can_be_trimmed(tmp_path):
   baselines = next(a for a in by_name["analysis_baselines"].command
                    if a.startswith("--config.inverters="))
   assert baselines == "--config.inverters=" + ",".join([
-      str(tmp_path / "inverters" / "conv2"), str(tmp_path / "inverters" / "fc8"),
+      str(tmp_path / "inverters" / "conv2"),
+      str(tmp_path / "inverters" / "fc8"),
       str(tmp_path / "random_encoder" / "*")])
   unpublished = reproduction.Plan(dataset="tiny_imagenet", root=tmp_path,
                                   source="tiny_imagenet", arch="vgg16")
@@ -606,7 +607,8 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
   assert figure.shape[1] == 50 and figure.shape[0] > 2 * 20
   # Both panels are there, left-aligned on white.
   red = (figure == (255, 0, 0)).all(axis=2)
-  assert red.sum() == 50 * 20 + 30 * 20 and not red[:, 30:].any(axis=1)[-20:].any()
+  assert red.sum() == 50 * 20 + 30 * 20
+  assert not red[-20:, 30:].any()  # The narrower panel, left-aligned.
 
   # Without runs to show, nothing stale is left and the tables say why.
   architectures.write("tiny_imagenet", {"vgg16": tmp_path / "empty"}, publish)

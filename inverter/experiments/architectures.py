@@ -32,7 +32,6 @@ Written into --publish:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import pathlib

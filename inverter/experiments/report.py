@@ -69,10 +69,8 @@ def final_metrics(dataset: str, workdir: pathlib.Path,
   if not path.exists():
     return None
   metrics = json.loads(path.read_text())
-  config = workdir / "config.json"
-  steps = (json.loads(config.read_text())["config"].get("num_train_steps")
-           if config.exists() else None)
-  steps = steps or reproduction.num_train_steps(dataset, layer)
+  steps = (reproduction.planned_steps(workdir)
+           or reproduction.num_train_steps(dataset, layer))
   return metrics if metrics["step"] >= steps else None
 
 

@@ -9,11 +9,12 @@ and the inverter preset `<data set>`.
 Stages, in order (each an ordinary command line):
 
 1. `encoder`: the reduced encoder (AlexNet-shaped unless `arch` says
-   otherwise) trained on the data set as a classifier, exported to ROOT/encoder/encoder (skipped when --encoder
-   names an encoder trained before, e.g. a published one).
+   otherwise) trained on the data set as a classifier, exported to
+   ROOT/encoder/encoder (skipped when --encoder names an encoder trained
+   before, e.g. a published one).
 2. `inverter_<layer>` for conv1..conv5, fc6, fc7 (where the family has
-   it), fc8, prob, and `inverter_fc8_top5`: decoders for the frozen trained encoder
-   (`configs/<layer>.py:<data set>,encoder=ENCODER`).
+   it), fc8, prob, and `inverter_fc8_top5`: decoders for the frozen
+   trained encoder (`configs/<layer>.py:<data set>,encoder=ENCODER`).
 3. `analysis_<study>`: the studies (`python -m inverter.analysis`) on the
    trained-encoder inverters, on the same evaluation images (the
    `optimization` study on the first 64 of them).
@@ -168,20 +169,27 @@ def num_train_steps(dataset: str, layer: str) -> int:
   return presets.get_config(layer, dataset).num_train_steps
 
 
+def planned_steps(workdir: pathlib.Path) -> int | None:
+  """The num_train_steps a run was started with (its config.json), or None
+  before it started."""
+  config = workdir / "config.json"
+  if not config.exists():
+    return None
+  return json.loads(config.read_text())["config"].get("num_train_steps")
+
+
 def steps_done(workdir: pathlib.Path, steps: int) -> bool:
   """Whether the run in `workdir` has evaluated its final step.
 
   Raises PlanError for a run started with another number of steps: resuming
   it would continue under a different learning-rate schedule.
   """
-  config = workdir / "config.json"
-  if config.exists():
-    planned = json.loads(config.read_text())["config"].get("num_train_steps")
-    if planned is not None and planned != steps:
-      raise PlanError(
-          f"{workdir} was started with {planned} training steps, this plan"
-          f" asks for {steps}; give the same --inverter_steps or another"
-          " --root.")
+  planned = planned_steps(workdir)
+  if planned is not None and planned != steps:
+    raise PlanError(
+        f"{workdir} was started with {planned} training steps, this plan"
+        f" asks for {steps}; give the same --inverter_steps or another"
+        " --root.")
   metrics = workdir / "eval" / "metrics.json"
   return metrics.exists() and json.loads(metrics.read_text())["step"] >= steps
 
