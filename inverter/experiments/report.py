@@ -221,15 +221,21 @@ def encoder_curve(dataset: str, root: pathlib.Path):
                           y_label=f"accuracy, % ({split})")
 
 
-def flattening_table(root: pathlib.Path) -> tuple[list[str], list[list[Any]]]:
+def flattening_table(dataset: str, root: pathlib.Path
+                     ) -> tuple[list[str], list[list[Any]]]:
   """Per finished run: the error at the first evaluation in the last fifth
-  of training, at the end, and the relative change between them."""
+  of training, at the end, and the relative change between them. (A run
+  still training is left out: its "last fifth" would be of the steps so
+  far, and its change would read as a run that has not flattened.)"""
   header = ["run", "step at 4/5", "error at 4/5", "final step",
             "final error", "change over the last fifth, %"]
   rows = []
   for kind in COLUMNS:
     for layer in ROWS:
-      steps, values = eval_curve(root / KINDS[kind] / layer)
+      workdir = root / KINDS[kind] / layer
+      if final_metrics(dataset, workdir, layer) is None:
+        continue
+      steps, values = eval_curve(workdir)
       if len(steps) < 2:
         continue
       i = next(i for i, step in enumerate(steps) if step >= 0.8 * steps[-1])
@@ -281,7 +287,7 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
   chart = encoder_curve(dataset, root)
   if chart is not None:
     images.write_png(publish / "encoder_accuracy.png", chart)
-  header, rows = flattening_table(root)
+  header, rows = flattening_table(dataset, root)
   if rows:
     write_table(publish, "flattening", header, rows)
   analysis = root / "analysis"
