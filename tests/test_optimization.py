@@ -95,6 +95,31 @@ def test_the_hybrid_never_ends_above_its_start(conv1):
         settings, conv1, start, target) + 1e-6)
 
 
+def test_the_anchor_term_holds_the_hybrid_near_its_start(conv1):
+  x = smooth_images(8, seed=3)
+  target = np.asarray(conv1.features(conv1.encoder_params, x))
+  start = x + np.random.default_rng(4).normal(0, 20, x.shape).astype(
+      np.float32)
+  # The term as written: w mean_p ||x_p - start_p||^2 / B^2.
+  free = optimization.Settings(init="image")
+  held = optimization.Settings(init="image", anchor_weight=50.0)
+  term = 50.0 * ((x - start) ** 2).sum(-1).mean(axis=(1, 2)) / 80.0 ** 2
+  np.testing.assert_allclose(
+      optimization.energy(held, conv1, x, target, anchor=start)
+      - optimization.energy(free, conv1, x, target, anchor=start),
+      term, rtol=1e-4)
+  # The heavier the anchor, the nearer the result stays to its start (with
+  # a sign error it would be pushed away instead).
+  distance = []
+  for anchor_weight in (0.0, 50.0, 5000.0):
+    settings = optimization.Settings(iterations=40, final_iterations=5,
+                                     init="image",
+                                     anchor_weight=anchor_weight)
+    out = optimization.invert(settings, conv1, target, start=start)
+    distance.append(float(np.abs(out["image"] - start).mean()))
+  assert distance[0] > distance[1] > distance[2], distance
+
+
 def test_bad_settings_are_refused_before_any_work(conv1):
   for bad, match in [(dict(iterations=0), "iterations=0"),
                      (dict(init="zeros"), "init='zeros'"),
