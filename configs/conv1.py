@@ -4,7 +4,7 @@ The paper's setup (caffenet on ImageNet at 227x227, ported weights):
   python -m inverter.main --config=configs/conv1.py --workdir=/tmp/conv1
 
 Offline demo on a CPU in minutes (reduced, randomly initialised encoder):
-  python -m inverter.main --config=configs/conv1.py:demo --workdir=/tmp/conv1_demo
+  python -m inverter.main --config=configs/conv1.py:demo --workdir=/tmp/demo_conv1
 
 See inverter/presets.py for the presets and every field.
 """

@@ -4,7 +4,7 @@ The paper's setup (caffenet on ImageNet at 227x227, ported weights):
   python -m inverter.main --config=configs/conv2.py --workdir=/tmp/conv2
 
 Offline demo on a CPU in minutes (reduced, randomly initialised encoder):
-  python -m inverter.main --config=configs/conv2.py:demo --workdir=/tmp/conv2_demo
+  python -m inverter.main --config=configs/conv2.py:demo --workdir=/tmp/demo_conv2
 
 See inverter/presets.py for the presets and every field.
 """

@@ -4,7 +4,7 @@ The paper's setup (caffenet on ImageNet at 227x227, ported weights):
   python -m inverter.main --config=configs/conv3.py --workdir=/tmp/conv3
 
 Offline demo on a CPU in minutes (reduced, randomly initialised encoder):
-  python -m inverter.main --config=configs/conv3.py:demo --workdir=/tmp/conv3_demo
+  python -m inverter.main --config=configs/conv3.py:demo --workdir=/tmp/demo_conv3
 
 See inverter/presets.py for the presets and every field.
 """

@@ -4,7 +4,7 @@ The paper's setup (caffenet on ImageNet at 227x227, ported weights):
   python -m inverter.main --config=configs/fc6.py --workdir=/tmp/fc6
 
 Offline demo on a CPU in minutes (reduced, randomly initialised encoder):
-  python -m inverter.main --config=configs/fc6.py:demo --workdir=/tmp/fc6_demo
+  python -m inverter.main --config=configs/fc6.py:demo --workdir=/tmp/demo_fc6
 
 See inverter/presets.py for the presets and every field.
 """

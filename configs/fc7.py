@@ -4,7 +4,7 @@ The paper's setup (caffenet on ImageNet at 227x227, ported weights):
   python -m inverter.main --config=configs/fc7.py --workdir=/tmp/fc7
 
 Offline demo on a CPU in minutes (reduced, randomly initialised encoder):
-  python -m inverter.main --config=configs/fc7.py:demo --workdir=/tmp/fc7_demo
+  python -m inverter.main --config=configs/fc7.py:demo --workdir=/tmp/demo_fc7
 
 See inverter/presets.py for the presets and every field.
 """

@@ -4,9 +4,10 @@
 after the colon in `--config=configs/fc6.py:ARG`: comma-separated presets and
 key=value overrides, e.g. `demo`, `demo,arch=alexnet`, `arch=alexnet`.
 `arch=` picks the encoder (see inverter/models/encoders.py): caffenet
-(default), alexnet, torchvision_alexnet, vgg16 (Caffe release) or
-torchvision_vgg16; crop size and data mean follow it (227 for the Caffe
-AlexNets, 224 for the others).
+(default), alexnet, torchvision_alexnet, vgg16 (Caffe release),
+torchvision_vgg16, googlenet (BVLC Caffe release), torchvision_googlenet,
+resnet50 (torchvision) or caffe_resnet50 (the authors' Caffe release); crop size
+and data mean follow it (227 for the Caffe AlexNets, 224 for the others).
 
 Presets:
   (none)  the paper's setup: caffenet on ImageNet (TFDS imagenet2012) at
