@@ -23,10 +23,10 @@ one trained for the published results.
 
 Other families (`arch=vgg16`, `resnet50`, `torchvision_googlenet`; their
 reduced networks are in `inverter.presets._SMALL_ENCODERS`, their taps in
-docs/networks.md) get the same recipe with fewer epochs (`EPOCHS`): they
-are slower per image (VGG's first layers run at a higher resolution, batch
-norm costs memory passes), and the issue that compares them gives each
-about the AlexNet-shaped encoder's budget of two hours on 2 CPU cores.
+docs/networks.md) get the same recipe, for as many of its 40 epochs as fit
+in the AlexNet-shaped encoder's budget of about two hours on 2 CPU cores
+(`EPOCHS`: all 40 for ResNet and GoogLeNet, 20 for VGG, whose first layers
+run at a higher resolution).
 
 Config argument (comma-separated): `arch=`, `source=NAME_OR_folder:PATH`,
 and `test` for a tiny fast preset used by the test suite.
@@ -36,13 +36,14 @@ from inverter import classify_configs, presets
 
 TRAIN_IMAGES = 60_000
 BATCH = 128
-# Epochs per family (caffenet's published encoder: 40 epochs, 148 min).
-# The others' are provisional, set from their speed relative to caffenet's
-# in 150-step runs beside another experiment (caffenet 330 images/s, VGG
-# 100, ResNet 145, GoogLeNet 215), which puts them at about 2-2.5 hours;
-# their first full runs confirm or change them.
-EPOCHS = {"caffenet": 40, "vgg16": 15, "resnet50": 20,
-          "torchvision_googlenet": 30}
+# Epochs per family: caffenet's recipe (40 epochs; its published encoder
+# took 148 min beside other work) wherever 40 epochs fit in about two hours
+# on 2 CPU cores. Measured alone, 150-step runs at batch 128 (2026-12-05):
+# caffenet 516 images/s, ResNet 370 (40 epochs: 108 min), GoogLeNet 341
+# (117 min), VGG 163 (VGG's first layers run at 32x32 and 16x16), so VGG
+# gets the 20 epochs that fit in two hours.
+EPOCHS = {"caffenet": 40, "vgg16": 20, "resnet50": 40,
+          "torchvision_googlenet": 40}
 # Evaluations per run (every 4 epochs for caffenet).
 EVALUATIONS = 10
 
