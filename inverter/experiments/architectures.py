@@ -89,8 +89,21 @@ def parse_runs(entries: Sequence[str]) -> dict[str, pathlib.Path]:
 
 
 def _encoder_top1(root: pathlib.Path) -> float | None:
+  """The top-1 accuracy of the encoder the family's inverters used: the one
+  trained in ROOT/encoder, or else (a run given `--encoder=DIR`, such as
+  the published AlexNet-shaped one) what DIR's metadata.json recorded when
+  it was exported."""
   path = root / "encoder" / "eval" / "metrics.json"
-  return json.loads(path.read_text())["top1"] if path.exists() else None
+  if path.exists():
+    return json.loads(path.read_text())["top1"]
+  for config in sorted(root.glob(f"{reproduction.KINDS['inverter']}/*/"
+                                 "config.json")):
+    weights = json.loads(config.read_text())["identity"]["encoder"].get(
+        "weights", "")
+    metadata = pathlib.Path(weights) / "metadata.json"
+    if weights and metadata.is_file():
+      return json.loads(metadata.read_text()).get("source", {}).get("top1")
+  return None
 
 
 def _feature_shape(workdir: pathlib.Path) -> tuple[int, ...] | None:
