@@ -579,6 +579,12 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
     (root / "analysis" / "layers").mkdir(parents=True)
     Image.new("RGB", (width, 20), "red").save(
         root / "analysis" / "layers" / "reconstructions.png")
+  (alexnet / "stages.json").write_text(json.dumps({
+      "inverter_conv1": {"seconds": 1800.0},
+      "inverter_fc8": {"seconds": 900.0}}))
+  (resnet / "stages.json").write_text(json.dumps({
+      "encoder": {"seconds": 7200.0},
+      "inverter_conv5": {"seconds": 3600.0}}))
   runs = architectures.parse_runs([f"caffenet={alexnet}",
                                    f"resnet50={resnet}"])
   publish = tmp_path / "publish"
@@ -612,6 +618,10 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
           " 0.0000 |") in (publish / "color_position.md").read_text()
   assert (publish / "random.csv").read_text().splitlines()[1] == (
       f"{resnet_title},prob,3000,0.66,0.99,1.5")
+  # Compute: the exported encoder's time is not AlexNet's to count.
+  assert (publish / "compute.csv").read_text().splitlines()[1:] == [
+      f"{alexnet_title},2,0.0,0.75,0.75", f"{resnet_title},2,2.0,1.0,3.0",
+      "all,4,2.0,1.75,3.75"]
   for name in ("error_vs_depth", "error_vs_size"):
     assert (publish / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
   figure = np.asarray(Image.open(publish / "reconstructions.png"))

@@ -27,7 +27,9 @@ Written into --publish:
 * `random.md` / `.csv`: the random-encoder control's error against the
   trained encoder's at the same layer;
 * `reconstructions.png`: each family's `layers` study figure (the same
-  evaluation images: every family reads the data set alike) under its name.
+  evaluation images: every family reads the data set alike) under its name;
+* `compute.md` / `.csv`: each family's wall time from its stages.json,
+  the encoder apart from the rest (every sitting counted), and the total.
 """
 
 from __future__ import annotations
@@ -223,6 +225,31 @@ def random_table(dataset: str, runs: dict[str, pathlib.Path]):
   return header, rows
 
 
+COMPUTE_HEADER = ["family", "stages", "encoder (h)", "inverters, studies and"
+                  " controls (h)", "total (h)"]
+
+
+def compute_table(runs: dict[str, pathlib.Path]):
+  """Hours per family from each root's stages.json, and their sum: what the
+  comparison cost on this machine. A family whose encoder was not trained in
+  its root (--encoder=DIR) shows no encoder time."""
+  rows, totals = [], [0, 0.0, 0.0]
+  for arch, root in runs.items():
+    path = root / "stages.json"
+    records = json.loads(path.read_text()) if path.exists() else {}
+    encoder = records.get("encoder", {}).get("seconds", 0.0) / 3600
+    rest = sum(r["seconds"] for name, r in records.items()
+               if name != "encoder") / 3600
+    rows.append([_title(arch), len(records), round(encoder, 2),
+                 round(rest, 2), round(encoder + rest, 2)])
+    totals = [totals[0] + len(records), totals[1] + encoder,
+              totals[2] + rest]
+  if rows:
+    rows.append(["all", totals[0], round(totals[1], 2), round(totals[2], 2),
+                 round(totals[1] + totals[2], 2)])
+  return COMPUTE_HEADER, rows
+
+
 def _round(value: float | None) -> float | None:
   return None if value is None else round(float(value), 4)
 
@@ -246,7 +273,8 @@ def write(dataset: str, runs: dict[str, pathlib.Path],
   taps = taps_table(dataset, runs)
   tables = {"taps": taps, "perturb": perturb_table(runs),
             "color_position": color_position_table(runs),
-            "random": random_table(dataset, runs)}
+            "random": random_table(dataset, runs),
+            "compute": compute_table(runs)}
   for name, (header, rows) in tables.items():
     report.write_table(publish, name, header, rows, empty=EMPTY)
   charts = dict(zip(("error_vs_depth", "error_vs_size"),
