@@ -3,6 +3,8 @@ the same activations as an independent PyTorch pass, every inverter layer
 has a VGG meaning and a decoder, and training feeds each encoder its own
 preprocessing."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -225,3 +227,62 @@ def test_floor_pooled_encoders_can_be_trained_under_jit(arch):
   first = sorted(grads)[0]  # conv1 or conv1_1
   assert all(np.isfinite(g).all() and np.abs(g).max() > 0
              for g in jax.tree.leaves(grads[first]))
+
+
+# ---------------------------------------------------------------------------
+# Batch norm (the VGG-shaped network trained from scratch on Tiny ImageNet).
+# ---------------------------------------------------------------------------
+
+
+def small_vgg(batch_norm: bool) -> vgg.VGG16:
+  return vgg.VGG16(input_size=32, widths=(4, 4, 8, 8, 8), fc_width=8,
+                   num_classes=3, batch_norm=batch_norm)
+
+
+def test_batch_norm_vgg_normalises_every_convolution():
+  plain, normed = small_vgg(False), small_vgg(True)
+  x = jax.random.uniform(jax.random.key(1), (6, 32, 32, 3), maxval=255.0)
+  params = normed.init(jax.random.key(0), x)["params"]
+  assert {k for k in params if k.startswith("bn")} == {
+      f"bn{name[4:]}" for name in vgg.CONV_NAMES}
+  convs = {k: v for k, v in params.items() if not k.startswith("bn")}
+  raw = plain.apply({"params": convs}, x, until="conv1_1")["conv1_1"]
+  # Training: each channel normalised by the batch's own statistics, which
+  # are sown for calibration.
+  taps, state = normed.apply({"params": params}, x, train=True,
+                             until="conv1_1", mutable=["batch_stats"])
+  np.testing.assert_allclose(taps["conv1_1"].mean(axis=(0, 1, 2)), 0,
+                             atol=1e-3)
+  np.testing.assert_allclose(taps["conv1_1"].var(axis=(0, 1, 2)), 1,
+                             rtol=1e-3)
+  assert set(state["batch_stats"]) == {"bn1_1"}
+  # Inference (frozen encoder): the stored statistics.
+  mean, var = raw.mean(axis=(0, 1, 2)) + 3.0, raw.var(axis=(0, 1, 2)) * 2
+  stored = dict(params, bn1_1=dict(params["bn1_1"], mean=mean, var=var))
+  got = normed.apply({"params": stored}, x, until="conv1_1")["conv1_1"]
+  np.testing.assert_allclose(got, (raw - mean) / np.sqrt(var + vgg.BN_EPS),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_vgg_weights_from_before_batch_norm_still_load(tmp_path):
+  cfg = presets.encoder_config("vgg16")
+  cfg.update(input_size=32, widths=(4, 4, 8, 8, 8), fc_width=8,
+             num_classes=3)
+  model = encoders.from_config(cfg)
+  encoder_weights.save(str(tmp_path / "w"),
+                       encoder_weights.init_params(model, 0), cfg,
+                       preprocessing=cfg.preprocessing.to_dict(), source={})
+  meta_path = tmp_path / "w" / "metadata.json"
+  meta = json.loads(meta_path.read_text())
+  assert meta["architecture"].pop("batch_norm") is False
+  meta_path.write_text(json.dumps(meta))  # As ported before the field.
+  cfg.weights = str(tmp_path / "w")
+  assert encoder_weights.check(cfg) == []
+  # ... and not as a batch-norm network, nor saved configs without the
+  # field as one.
+  cfg.batch_norm = True
+  problems = encoder_weights.check(cfg)
+  assert len(problems) == 1 and "encoder.batch_norm: config True" in (
+      problems[0])
+  old = {k: v for k, v in cfg.to_dict().items() if k != "batch_norm"}
+  assert encoder_weights.architecture(old)["batch_norm"] is False

@@ -41,7 +41,9 @@ BATCH = 128
 # on 2 CPU cores. Measured alone, 150-step runs at batch 128 (2026-12-05):
 # caffenet 516 images/s, ResNet 370 (40 epochs: 108 min), GoogLeNet 341
 # (117 min), VGG 163 (VGG's first layers run at 32x32 and 16x16), so VGG
-# gets the 20 epochs that fit in two hours.
+# gets the 20 epochs that fit in two hours. VGG has batch norm (as
+# vgg16_bn): the plain network reached 16.7% top-1 at 60% of its 20 epochs
+# (caffenet: 27.5% at 60%), too slow to match caffenet's 31% in the budget.
 EPOCHS = {"caffenet": 40, "vgg16": 20, "resnet50": 40,
           "torchvision_googlenet": 40}
 # Evaluations per run (every 4 epochs for caffenet).

@@ -53,9 +53,10 @@ ARCHITECTURE_FIELDS = {
     torchvision_alexnet.ARCH: _ALEXNET_FIELDS + ("avgpool_size",
                                                  "preprocessing"),
     vgg.CAFFE_ARCH: ("arch", "input_size", "widths", "fc_width", "num_classes",
-                     "preprocessing"),
+                     "batch_norm", "preprocessing"),
     vgg.TORCHVISION_ARCH: ("arch", "input_size", "widths", "fc_width",
-                           "num_classes", "avgpool_size", "preprocessing"),
+                           "num_classes", "avgpool_size", "batch_norm",
+                           "preprocessing"),
     **{arch: ("arch", "input_size", "stem_width", "widths", "blocks", "block",
               "num_classes", "preprocessing")
        for arch in resnet.ARCHITECTURES},
@@ -74,6 +75,12 @@ def family(arch: str) -> str:
   if arch in googlenet.ARCHITECTURES:
     return "googlenet"
   return "vgg16" if arch in vgg.ARCHITECTURES else "alexnet"
+
+
+# What a defining field means when stored weights predate it (VGG's
+# batch_norm came with the reduced networks of docs/results/architectures;
+# weights ported before have none).
+FIELD_DEFAULTS = {"batch_norm": False}
 
 
 def check_arch(arch: str) -> None:

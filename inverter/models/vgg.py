@@ -14,6 +14,12 @@ Five blocks of 3x3 pad-1 convolutions (2, 2, 3, 3, 3 of them) each followed
 by ReLU, each block ending in 2x2/2 max-pooling; then fc6, fc7 (ReLU, dropout)
 and fc8. Taps are Caffe's blob names: conv1_1, relu1_1, ..., pool5, fc6,
 relu6, fc7, relu7, fc8, prob.
+
+`batch_norm=True` puts batch norm between every convolution and its ReLU
+(the layout of torchvision's vgg16_bn), for VGG-shaped networks trained
+from scratch (docs/results/architectures): without it a 13-convolution
+plain network learns too slowly for a CPU budget. Tap conv{b}_{i} is then
+the normalised convolution; the pretrained releases have no batch norm.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ TORCHVISION_ARCH = "torchvision_vgg16"
 ARCHITECTURES = (CAFFE_ARCH, TORCHVISION_ARCH)
 
 BLOCK_DEPTHS = (2, 2, 3, 3, 3)
+# torchvision's BatchNorm2d default, as in vgg16_bn.
+BN_EPS = 1e-5
 
 # Convolution (= parameter) names in network order: conv1_1 ... conv5_3.
 CONV_NAMES = tuple(f"conv{b + 1}_{i + 1}"
@@ -75,6 +83,8 @@ class VGG16(nn.Module):
   # torchvision only: the adaptive average pool's output size before fc6.
   avgpool_size: int | None = None
   dropout_rate: float = 0.5
+  # Batch norm (parameters bn{b}_{i}) after every convolution.
+  batch_norm: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -108,12 +118,19 @@ class VGG16(nn.Module):
         h = pooling.adaptive_avg_pool(h, self.avgpool_size)
       return dense("fc6", self.fc_width)(h.reshape(h.shape[0], -1))
 
+    def conv(width, name):
+      convolve = layers.CaffeConv(width, 3, 1, 1, dtype=self.dtype,
+                                  name=f"conv{name}")
+      if not self.batch_norm:
+        return convolve
+      normalize = layers.BatchNorm(BN_EPS, dtype=self.dtype, name=f"bn{name}")
+      return lambda h: normalize(convolve(h), use_batch_stats=train)
+
     stage_list = []
     for b, (depth, width) in enumerate(zip(BLOCK_DEPTHS, self.widths)):
       for i in range(depth):
         name = f"{b + 1}_{i + 1}"
-        stage_list += [(f"conv{name}", layers.CaffeConv(
-            width, 3, 1, 1, dtype=self.dtype, name=f"conv{name}")),
+        stage_list += [(f"conv{name}", conv(width, name)),
                        (f"relu{name}", nn.relu)]
       stage_list.append((f"pool{b + 1}", pool))
     stage_list += [
@@ -137,5 +154,6 @@ def from_config(cfg: Mapping[str, Any], dtype: Any = jnp.float32) -> VGG16:
       fc_width=int(cfg["fc_width"]),
       num_classes=int(cfg["num_classes"]),
       avgpool_size=None if avgpool is None else int(avgpool),
+      batch_norm=bool(cfg.get("batch_norm", False)),
       dtype=dtype,
   )
