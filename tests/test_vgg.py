@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from etils import epath
 
 import caffe_proto_writer as writer
 import reference_torchvision_torch as ref
@@ -286,3 +287,18 @@ def test_vgg_weights_from_before_batch_norm_still_load(tmp_path):
       problems[0])
   old = {k: v for k, v in cfg.to_dict().items() if k != "batch_norm"}
   assert encoder_weights.architecture(old)["batch_norm"] is False
+
+
+def test_a_vgg_workdir_from_before_batch_norm_still_resumes(tmp_path):
+  config = presets.get_config("conv3", "tiny_imagenet,arch=vgg16")
+  config.encoder.batch_norm = False
+  config.encoder.weights = "random"
+  train._save_config(config, epath.Path(tmp_path))  # pylint: disable=protected-access
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["identity"]["encoder"]["batch_norm"]  # As written before it.
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  train.check_workdir(config, tmp_path)
+  config.encoder.batch_norm = True
+  with pytest.raises(train.WorkdirMismatchError,
+                     match="encoder.batch_norm: workdir False, config True"):
+    train.check_workdir(config, tmp_path)
