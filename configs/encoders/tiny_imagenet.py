@@ -26,7 +26,7 @@ reduced networks are in `inverter.presets._SMALL_ENCODERS`, their taps in
 docs/networks.md) get the same recipe, for as many of its 40 epochs as fit
 in the AlexNet-shaped encoder's budget of about two hours on 2 CPU cores
 (`EPOCHS`: all 40 for ResNet and GoogLeNet, 20 for VGG, whose first layers
-run at a higher resolution).
+run at a higher resolution; with its batch norm these take about 3 hours).
 
 Config argument (comma-separated): `arch=`, `source=NAME_OR_folder:PATH`,
 and `test` for a tiny fast preset used by the test suite.
@@ -44,6 +44,9 @@ BATCH = 128
 # gets the 20 epochs that fit in two hours. VGG has batch norm (as
 # vgg16_bn): the plain network reached 16.7% top-1 at 60% of its 20 epochs
 # (caffenet: 27.5% at 60%), too slow to match caffenet's 31% in the budget.
+# Batch norm slows it to about 106 images/s alone, so its 20 epochs take
+# about 3.1 hours: kept rather than cut, since the comparison needs an
+# encoder at least as accurate as caffenet's.
 EPOCHS = {"caffenet": 40, "vgg16": 20, "resnet50": 40,
           "torchvision_googlenet": 40}
 # Evaluations per run (every 4 epochs for caffenet).
