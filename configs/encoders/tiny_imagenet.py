@@ -44,8 +44,8 @@ BATCH = 128
 # gets the 20 epochs that fit in two hours. VGG has batch norm (as
 # vgg16_bn): the plain network reached 16.7% top-1 at 60% of its 20 epochs
 # (caffenet: 27.5% at 60%), too slow to match caffenet's 31% in the budget.
-# Batch norm slows it to about 106 images/s alone, so its 20 epochs take
-# about 3.1 hours: kept rather than cut, since the comparison needs an
+# Batch norm slows it to about 115 images/s alone, so its 20 epochs take
+# about 2.9 hours: kept rather than cut, since the comparison needs an
 # encoder at least as accurate as caffenet's.
 EPOCHS = {"caffenet": 40, "vgg16": 20, "resnet50": 40,
           "torchvision_googlenet": 40}
