@@ -42,11 +42,10 @@ class EncoderWeightsError(errors.UserError, ValueError):
 def architecture(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
   """The architecture-defining fields of an encoder config, JSON-friendly."""
   encoders.check_arch(encoder_cfg["arch"])
+  fields = encoders.with_field_defaults(encoder_cfg)
   out = {}
   for key in ARCHITECTURE_FIELDS[encoder_cfg["arch"]]:
-    # A config saved before a field existed means the field's old default.
-    value = (encoder_cfg[key] if key in encoder_cfg
-             else encoders.FIELD_DEFAULTS[key])
+    value = fields[key]
     if isinstance(value, (tuple, list)):
       value = list(value)
     elif hasattr(value, "to_dict"):
@@ -98,7 +97,7 @@ def check(encoder_cfg: Mapping[str, Any]) -> list[str]:
             " them with `python -m inverter.port` or point"
             " --config.encoder.weights elsewhere."]
   expected = architecture(encoder_cfg)
-  stored = encoders.FIELD_DEFAULTS | meta.get("architecture", {})
+  stored = encoders.with_field_defaults(meta.get("architecture", {}))
   # Every field the config's arch defines; a stored network of another
   # arch differs at least in `arch`.
   diffs = [f"encoder.{k}: config {expected[k]!r}, weights {stored.get(k)!r}"

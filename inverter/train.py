@@ -307,19 +307,6 @@ def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(ident))
 
 
-def _with_field_defaults(saved: dict[str, Any], ident: dict[str, Any]
-                         ) -> dict[str, Any]:
-  """`saved` with the encoder fields it predates (encoders.FIELD_DEFAULTS)
-  at their old defaults, where the current identity has them, so a workdir
-  written before a field existed still resumes."""
-  encoder = saved.get("encoder")
-  if not isinstance(encoder, dict):
-    return saved
-  missing = {k: v for k, v in encoders.FIELD_DEFAULTS.items()
-             if k in ident.get("encoder", {}) and k not in encoder}
-  return saved | {"encoder": encoder | missing} if missing else saved
-
-
 def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path,
                   identity: dict[str, Any] | None = None) -> None:
   """Refuses a workdir whose saved config describes another experiment.
@@ -342,8 +329,10 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path,
         " experiment this workdir holds. Use a new --workdir.") from None
   saved_ident = saved.get("identity")
   ident = _identity(config) if identity is None else identity
-  if saved_ident is not None:
-    saved_ident = _with_field_defaults(saved_ident, ident)
+  if isinstance(saved_ident, dict) and isinstance(
+      saved_ident.get("encoder"), dict):
+    saved_ident = saved_ident | {
+        "encoder": encoders.with_field_defaults(saved_ident["encoder"])}
   if saved_ident is None or saved_ident == ident:
     return
   diffs = []

@@ -44,7 +44,7 @@ import numpy as np
 
 from inverter import cli, errors, images, plots, presets
 from inverter.analysis import figures
-from inverter.experiments import report, reproduction
+from inverter.experiments import report, reproduction, stages
 from inverter.models import encoders
 
 FLAGS = flags.FLAGS
@@ -233,20 +233,18 @@ def compute_table(runs: dict[str, pathlib.Path]):
   """Hours per family from each root's stages.json, and their sum: what the
   comparison cost on this machine. A family whose encoder was not trained in
   its root (--encoder=DIR) shows no encoder time."""
-  rows, totals = [], [0, 0.0, 0.0]
+  counts = []  # (family, stages, encoder hours, other hours)
   for arch, root in runs.items():
-    path = root / "stages.json"
-    records = json.loads(path.read_text()) if path.exists() else {}
+    records = stages.records(root)
     encoder = records.get("encoder", {}).get("seconds", 0.0) / 3600
     rest = sum(r["seconds"] for name, r in records.items()
                if name != "encoder") / 3600
-    rows.append([_title(arch), len(records), round(encoder, 2),
-                 round(rest, 2), round(encoder + rest, 2)])
-    totals = [totals[0] + len(records), totals[1] + encoder,
-              totals[2] + rest]
-  if rows:
-    rows.append(["all", totals[0], round(totals[1], 2), round(totals[2], 2),
-                 round(totals[1] + totals[2], 2)])
+    counts.append((_title(arch), len(records), encoder, rest))
+  if counts:
+    counts.append(("all", *(sum(column) for column in list(zip(*counts))[1:])))
+  rows = [[family, count, round(encoder, 2), round(rest, 2),
+           round(encoder + rest, 2)]
+          for family, count, encoder, rest in counts]
   return COMPUTE_HEADER, rows
 
 

@@ -34,7 +34,7 @@ from absl import app, flags
 import numpy as np
 
 from inverter import cli, images, plots, presets
-from inverter.experiments import reproduction
+from inverter.experiments import reproduction, stages
 
 FLAGS = flags.FLAGS
 
@@ -187,8 +187,7 @@ def baseline_curves(dataset: str, root: pathlib.Path):
 
 
 def _stages_md(root: pathlib.Path) -> str:
-  path = root / "stages.json"
-  records = json.loads(path.read_text()) if path.exists() else {}
+  records = stages.records(root)
   total = sum(r["seconds"] for r in records.values())
   lines = [f"Wall time on this machine: {total / 3600:.2f} h over"
            f" {len(records)} stages. A stage run in several sittings (it"

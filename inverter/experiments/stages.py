@@ -23,7 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from inverter import errors
 
@@ -88,16 +88,26 @@ def git_commit() -> str:
     return "unknown"
 
 
+LEDGER = "stages.json"
+
+
+def records(root: pathlib.Path) -> dict[str, dict[str, Any]]:
+  """ROOT/stages.json: {stage: {command, seconds, finished, commit,
+  attempts[, note]}} of every finished stage; {} before the first."""
+  path = root / LEDGER
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _record(root: pathlib.Path, stage: Stage, seconds: float, commit: str,
             attempts: int) -> None:
-  path = root / "stages.json"
-  records = json.loads(path.read_text()) if path.exists() else {}
-  records[stage.name] = dict(
+  path = root / LEDGER
+  records_ = records(root)
+  records_[stage.name] = dict(
       command=stage.shell(), seconds=round(seconds, 1),
       finished=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
       commit=commit, attempts=attempts)
-  path.write_text(json.dumps(records, indent=2))
+  path.write_text(json.dumps(records_, indent=2))
 
 
 class _Stopwatch:

@@ -83,6 +83,16 @@ def family(arch: str) -> str:
 FIELD_DEFAULTS = {"batch_norm": False}
 
 
+def with_field_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
+  """`fields` (an encoder config block, a stored architecture or a saved
+  identity) with the defining fields of its arch that it predates at their
+  old defaults (`FIELD_DEFAULTS`), so what was written before them still
+  loads and resumes."""
+  defined = ARCHITECTURE_FIELDS.get(str(fields.get("arch", "")), ())
+  return {**{k: v for k, v in FIELD_DEFAULTS.items() if k in defined},
+          **{k: fields[k] for k in fields.keys()}}
+
+
 def check_arch(arch: str) -> None:
   if arch not in ARCHITECTURES:
     raise ValueError(
