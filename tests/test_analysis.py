@@ -106,6 +106,17 @@ def test_perturb_compares_each_perturbation_with_the_clean_error(tiny,
     assert per["noise:0"]["mean_relative_feature_change"] == pytest.approx(
         1.0, abs=0.25)
   assert {"perturb_conv1.png", "perturb_fc8.png"} <= set(saved["figures"])
+  # The on/off pattern binarization keeps: the fraction of entries above 0
+  # of the same 8 images' features.
+  for inv, entry in zip(common.load_inverters(config), saved["inverters"]):
+    feats = np.concatenate([np.asarray(inv.encode(x))[mask]
+                            for x, mask in common.batches(inv, config)])
+    assert entry["active_fraction"] == pytest.approx(
+        float((feats.reshape(len(feats), -1) > 0).mean()))
+  # conv1 is a ReLU output (entries >= 0, some 0); fc8 logits take both signs.
+  assert 0 < saved["inverters"][0]["active_fraction"] < 1
+  assert 0 < saved["inverters"][1]["active_fraction"] < 1
+  assert "| entries > 0 |" in (tmp_path / "perturb" / "table.md").read_text()
 
 
 def test_interpolate_decodes_paths_between_pairs(tiny, tmp_path):

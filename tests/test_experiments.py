@@ -568,7 +568,8 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
       {"inverters": [{"label": "prob", "step": 3000, "perturbations": {
           "none": {"normalized_error": 0.66, "relative_to_unperturbed": 1},
           "binarize": {"normalized_error": 0.7,
-                       "relative_to_unperturbed": 1.06}}}]}))
+                       "relative_to_unperturbed": 1.06}},
+          "active_fraction": 0.93}]}))
   (resnet / "analysis" / "color_position").mkdir(parents=True)
   (resnet / "analysis" / "color_position" / "results.json").write_text(
       json.dumps({"inverters": [{
@@ -612,7 +613,8 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
   assert by_key[resnet_title, "conv5"][column["feature size"]] == 512
   assert by_key[resnet_title, "prob"][column["encoder top-1"]] == 0.4
   assert by_key[alexnet_title, "conv1"][column["encoder top-1"]] == 0.3097
-  assert f"| {resnet_title} | prob | 3000 | 0.7000 |  | 1.0600 |  |" in (
+  assert (f"| {resnet_title} | prob | 3000 | 0.7000 |  | 1.0600 |  |"
+          " 0.9300 |") in (
       publish / "perturb.md").read_text()
   assert (f"| {resnet_title} | prob | 3000 | 0.6600 | 0.9000 | 1.3000 |"
           " 0.0000 |") in (publish / "color_position.md").read_text()

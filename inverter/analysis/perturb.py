@@ -4,7 +4,11 @@ As in the paper: binarization (entries > 0 set to one constant, the rest 0,
 L2 norm kept) and 50% dropout (a random half set to 0, the rest rescaled to
 keep the L2 norm); also additive Gaussian noise at a few SNRs and k-bit
 quantization (config.perturb.perturbations, see inverter/perturbations.py).
-Each is compared with the unperturbed error on the same images.
+Each is compared with the unperturbed error on the same images. Each
+inverter's entry also records `active_fraction`, the mean fraction of feature
+entries above 0: binarization keeps only that on/off pattern, so a layer whose
+entries are nearly all positive (a global average of ReLU maps, say) has
+little left to carry once binarized, whatever its depth.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ def feature_change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
                   np.where(norm > 0, norm, 1), 0.0)
 
 
+def active_fraction(x: np.ndarray) -> np.ndarray:
+  """Per example, the fraction of feature entries above 0."""
+  return (np.asarray(x).reshape(len(x), -1) > 0).mean(axis=1)
+
+
 def run(config: ml_collections.ConfigDict, inverters: list[common.Inverter],
         out_dir: epath.Path) -> dict[str, Any]:
   specs = [NONE] + [s for s in config.perturb.perturbations if s != NONE]
@@ -52,9 +61,10 @@ def run(config: ml_collections.ConfigDict, inverters: list[common.Inverter],
   for inv in inverters:
     trackers = {s: common.ErrorTracker(inv, keep) for s in specs}
     change_sum = {s: 0.0 for s in specs}
-    count, kept_inputs = 0, []
+    count, active_sum, kept_inputs = 0, 0.0, []
     for b, (x, mask) in enumerate(common.batches(inv, config)):
       feats = inv.encode(x)
+      active_sum += float(active_fraction(feats)[mask].sum())
       target = inv.target(x)
       for i, spec in enumerate(specs):
         key = jax.random.fold_in(jax.random.fold_in(base_key, i), b)
@@ -73,12 +83,13 @@ def run(config: ml_collections.ConfigDict, inverters: list[common.Inverter],
       results[spec]["relative_to_unperturbed"] = (
           results[spec]["normalized_error"] / base)
       results[spec]["mean_relative_feature_change"] = change_sum[spec] / count
-    entries.append(dict(common.describe(inv), perturbations=results))
+    entries.append(dict(common.describe(inv), perturbations=results,
+                        active_fraction=active_sum / count))
     rows.append([inv.label] + [
         (results[s]["normalized_error"],
          f"{results[s]['normalized_error']:.4f}" + (
              f" (x{results[s]['relative_to_unperturbed']:.2f})"
-             if s != NONE else "")) for s in specs])
+             if s != NONE else "")) for s in specs] + [active_sum / count])
     name = f"perturb_{inv.label}.png"
     common.write_figure(out_dir, name, figures.grid(
         [[inputs[i]] + [trackers[s].shown[i] for s in specs]
@@ -92,11 +103,14 @@ def run(config: ml_collections.ConfigDict, inverters: list[common.Inverter],
       col_titles=["original"] + [perturbations.describe(s) for s in specs],
       row_titles=[inv.label for inv in inverters]))
   table = common.write_table(
-      out_dir, ["inverter"] + [perturbations.describe(s) for s in specs], rows,
+      out_dir, ["inverter"] + [perturbations.describe(s) for s in specs]
+      + ["entries > 0"], rows,
       title="Normalized reconstruction error from perturbed features",
       notes=["In brackets: the error relative to the unperturbed features."
              " Binarization and dropout keep each feature vector's L2 norm;"
              " noise is additive Gaussian at the given signal-to-noise ratio;"
-             " k-bit uses 2^k levels between each vector's min and max."])
+             " k-bit uses 2^k levels between each vector's min and max.",
+             "Entries > 0: the mean fraction of feature entries above 0,"
+             " the on/off pattern that is all binarization keeps."])
   return dict(perturbations=specs, inverters=entries,
               figures=["perturbations.png"] + per_inverter_figs, table=table)

@@ -20,7 +20,8 @@ Written into --publish:
 * `error_vs_depth.png`, `error_vs_size.png`: that error against relative
   depth and against log10 of the feature size, a line per family;
 * `perturb.md` / `.csv`: binarized and 50%-dropped features, error relative
-  to the unperturbed one, at every layer the perturb study ran on;
+  to the unperturbed one, at every layer the perturb study ran on, with the
+  fraction of feature entries above 0 (all that binarization keeps);
 * `color_position.md` / `.csv`: blurred (colour) and edge-map (contour)
   error over the class-mean image's, and how often reconstructions follow a
   shift of the input (1 = always);
@@ -180,7 +181,8 @@ def _study(root: pathlib.Path, name: str) -> list[dict[str, Any]]:
 def perturb_table(runs: dict[str, pathlib.Path]):
   header = ["family", "layer", "steps",
             *(f"{p}: error" for p in PERTURBATIONS),
-            *(f"{p}: over unperturbed" for p in PERTURBATIONS)]
+            *(f"{p}: over unperturbed" for p in PERTURBATIONS),
+            "entries > 0"]
   rows = []
   for arch, root in runs.items():
     for inv in _study(root, "perturb"):
@@ -189,7 +191,8 @@ def perturb_table(runs: dict[str, pathlib.Path]):
                    *(_round(found.get(p, {}).get("normalized_error"))
                      for p in PERTURBATIONS),
                    *(_round(found.get(p, {}).get("relative_to_unperturbed"))
-                     for p in PERTURBATIONS)])
+                     for p in PERTURBATIONS),
+                   _round(inv.get("active_fraction"))])
   return header, rows
 
 
