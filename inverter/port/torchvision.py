@@ -1,6 +1,6 @@
-"""torchvision AlexNet, VGG-16 and ResNet state dicts (.pth) -> our encoder
-format (ResNets and GoogLeNet: torchvision_resnet.py,
-torchvision_googlenet.py).
+"""torchvision AlexNet and VGG-16 state dicts (.pth) -> our encoder format;
+ResNet and GoogLeNet files are recognised here and handed on to
+torchvision_resnet.py and torchvision_googlenet.py.
 
 Reads the file with `torch_pickle` (no torch needed, no arbitrary code run),
 recognises the network from its keys, and converts:
