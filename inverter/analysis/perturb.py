@@ -83,13 +83,14 @@ def run(config: ml_collections.ConfigDict, inverters: list[common.Inverter],
       results[spec]["relative_to_unperturbed"] = (
           results[spec]["normalized_error"] / base)
       results[spec]["mean_relative_feature_change"] = change_sum[spec] / count
+    active = active_sum / count
     entries.append(dict(common.describe(inv), perturbations=results,
-                        active_fraction=active_sum / count))
+                        active_fraction=active))
     rows.append([inv.label] + [
         (results[s]["normalized_error"],
          f"{results[s]['normalized_error']:.4f}" + (
              f" (x{results[s]['relative_to_unperturbed']:.2f})"
-             if s != NONE else "")) for s in specs] + [active_sum / count])
+             if s != NONE else "")) for s in specs] + [active])
     name = f"perturb_{inv.label}.png"
     common.write_figure(out_dir, name, figures.grid(
         [[inputs[i]] + [trackers[s].shown[i] for s in specs]

@@ -100,14 +100,13 @@ def records(root: pathlib.Path) -> dict[str, dict[str, Any]]:
 
 def _record(root: pathlib.Path, stage: Stage, seconds: float, commit: str,
             attempts: int) -> None:
-  path = root / LEDGER
-  records_ = records(root)
-  records_[stage.name] = dict(
+  ledger = records(root)
+  ledger[stage.name] = dict(
       command=stage.shell(), seconds=round(seconds, 1),
       finished=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
       commit=commit, attempts=attempts)
-  path.write_text(json.dumps(records_, indent=2))
+  (root / LEDGER).write_text(json.dumps(ledger, indent=2))
 
 
 class _Stopwatch:
