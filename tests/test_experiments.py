@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -580,21 +581,30 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
     (root / "analysis" / "layers").mkdir(parents=True)
     Image.new("RGB", (width, 20), "red").save(
         root / "analysis" / "layers" / "reconstructions.png")
-  (alexnet / "stages.json").write_text(json.dumps({
-      "inverter_conv1": {"seconds": 1800.0},
-      "inverter_fc8": {"seconds": 900.0}}))
-  (resnet / "stages.json").write_text(json.dumps({
-      "encoder": {"seconds": 7200.0},
-      "inverter_conv5": {"seconds": 3600.0}}))
-  runs = architectures.parse_runs([f"caffenet={alexnet}",
-                                   f"resnet50={resnet}"])
+  def ledger(**seconds):
+    return json.dumps({name: {"seconds": s, "commit": "abc", "command": "c"}
+                       for name, s in seconds.items()})
+  (alexnet / "stages.json").write_text(
+      ledger(inverter_conv1=1800.0, inverter_fc8=900.0))
+  (resnet / "stages.json").write_text(
+      ledger(encoder=7200.0, inverter_conv5=3600.0))
+  # Each family's report is published first (the driver's last stage);
+  # the comparison reads only what was published.
+  report.write("tiny_imagenet", alexnet, tmp_path / "pub_alexnet",
+               encoder=published)
+  report.write("tiny_imagenet", resnet, tmp_path / "pub_resnet")
+  shutil.rmtree(alexnet)
+  shutil.rmtree(resnet)
+  reports = architectures.parse_reports(
+      [f"caffenet={tmp_path / 'pub_alexnet'}",
+       f"resnet50={tmp_path / 'pub_resnet'}"], "tiny_imagenet")
   publish = tmp_path / "publish"
   # A chart of an earlier report with nothing to draw now must go.
   publish.mkdir()
   (publish / "error_vs_size.png").write_bytes(b"stale")
-  architectures.write("tiny_imagenet", runs, publish)
+  architectures.write(reports, publish)
 
-  header, rows = architectures.taps_table("tiny_imagenet", runs)
+  header, rows = architectures.taps_table(reports)
   column = {name: header.index(name) for name in header}
   alexnet_title = presets.SMALL_ENCODER_TITLES["caffenet"]
   resnet_title = "ResNet-18-shaped (resnet50)"
@@ -634,7 +644,8 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
   assert not red[-20:, 30:].any()  # The narrower panel, left-aligned.
 
   # Without runs to show, nothing stale is left and the tables say why.
-  architectures.write("tiny_imagenet", {"vgg16": tmp_path / "empty"}, publish)
+  report.write("tiny_imagenet", tmp_path / "empty", tmp_path / "pub_empty")
+  architectures.write({"vgg16": tmp_path / "pub_empty"}, publish)
   assert not list(publish.glob("*.png"))
   assert (publish / "taps.md").read_text() == architectures.EMPTY
 
@@ -642,34 +653,92 @@ def test_architectures_report_puts_families_side_by_side(tmp_path):
 def test_report_and_architectures_command_lines_run(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   (tmp_path / "root").mkdir()
+  published = tmp_path / "published"
   for module, flags in (
       ("inverter.experiments.report",
-       ["--dataset=cifar10", f"--root={tmp_path / 'root'}"]),
+       ["--dataset=tiny_imagenet", f"--root={tmp_path / 'root'}",
+        f"--publish={published}"]),
       ("inverter.experiments.architectures",
-       [f"--runs=caffenet={tmp_path / 'root'}"])):
+       [f"--reports=caffenet={published}",
+        f"--publish={tmp_path / 'across'}"])):
     proc = subprocess.run(
-        [sys.executable, "-m", module, *flags,
-         f"--publish={tmp_path / module}"],
+        [sys.executable, "-m", module, *flags],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / module / "stages.md" if module.endswith("report")
-            else tmp_path / module / "taps.md").exists()
+  assert (published / "stages.md").exists()
+  assert (tmp_path / "across" / "taps.md").exists()
   refused = subprocess.run(
       [sys.executable, "-m", "inverter.experiments.architectures",
-       "--runs=alexnet=/nowhere", f"--publish={tmp_path / 'x'}"],
+       f"--reports=caffenet={tmp_path / 'root'}",
+       f"--publish={tmp_path / 'x'}"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
   assert refused.returncode == 2
   assert refused.stderr.strip().splitlines()[-1].startswith(
-      "ERROR: --runs: arch=alexnet has no reduced network")
+      "ERROR: --reports: caffenet's")
+  assert "is not a published report" in refused.stderr
+  assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("runs, named", [
-    (["caffenet"], "ARCH=ROOT"),
-    (["alexnet={root}"], "arch=alexnet has no reduced network"),
-    (["vgg16={root}", "vgg16={root}"], "twice"),
-    (["vgg16={root}/missing"], "does not exist"),
+def test_a_family_report_summarizes_what_the_comparison_reads(tmp_path):
+  root, publish = tmp_path / "root", tmp_path / "publish"
+  write_family_run(root, "resnet50", "inverter", "conv5", {750: 0.6, 1500: 0.5})
+  write_family_run(root, "resnet50", "random", "conv5", {1500: 0.7})
+  write_run(root / "inverters" / "fc6", {1500: 0.7})  # no config: unfinished
+  (root / "encoder" / "eval").mkdir(parents=True)
+  (root / "encoder" / "eval" / "metrics.json").write_text(
+      json.dumps({"top1": 0.4, "top5": 0.7, "num_images": 10000}))
+  report.write("tiny_imagenet", root, publish)
+  summary = json.loads((publish / report.SUMMARY).read_text())
+  assert summary == {
+      "dataset": "tiny_imagenet", "arch": "resnet50",
+      "encoder": {"top1": 0.4, "top5": 0.7},
+      "runs": {
+          "inverter": {"conv5": {"normalized_error": pytest.approx(0.5),
+                                 "step": 1500, "feature_shape": [2, 2, 128]}},
+          "random": {"conv5": {"normalized_error": pytest.approx(0.7),
+                               "step": 1500, "feature_shape": [2, 2, 128]}}}}
+
+
+def test_a_report_keeps_the_stages_an_earlier_report_recorded_elsewhere(
+    tmp_path):
+  # The encoder was trained and published from a root since lost; its
+  # inverters ran in a new root (--encoder=the published copy). The new
+  # report keeps the encoder's time, and the new root's records win.
+  publish = tmp_path / "publish"
+  first, second = tmp_path / "first", tmp_path / "second"
+  for root, ledger in (
+      (first, {"encoder": {"seconds": 7200.0, "commit": "aaa", "command":
+                           "python -m inverter.main ..."},
+               "inverter_conv1": {"seconds": 60.0, "commit": "aaa",
+                                  "command": "python -m inverter.main ..."}}),
+      (second, {"inverter_conv1": {"seconds": 600.0, "commit": "bbb",
+                                   "command": "python -m inverter.main ..."}})):
+    root.mkdir()
+    (root / "stages.json").write_text(json.dumps(ledger))
+    report.write("tiny_imagenet", root, publish)
+  ledger = stages.records(publish)
+  assert {name: r["seconds"] for name, r in ledger.items()} == {
+      "encoder": 7200.0, "inverter_conv1": 600.0}
+  times = (publish / "stages.md").read_text()
+  assert "Wall time on this machine: 2.17 h over 2 stages." in times
+  assert "| inverter_conv1 | 10.0 min | 1 | bbb |" in times
+
+
+@pytest.mark.parametrize("reports, named", [
+    (["caffenet"], "ARCH=DIR"),
+    (["alexnet={report}"], "arch=alexnet has no reduced network"),
+    (["caffenet={report}", "caffenet={report}"], "twice"),
+    (["caffenet={report}/missing"], "is not a published report"),
+    (["vgg16={report}"], "is caffenet's report, not vgg16's"),
+    (["caffenet={cifar10}"], "is a report on cifar10, not tiny_imagenet"),
     ([], "empty"),
 ])
-def test_architectures_report_refuses_bad_runs(tmp_path, runs, named):
-  with pytest.raises(architectures.RunsError, match=named):
-    architectures.parse_runs([r.format(root=tmp_path) for r in runs])
+def test_architectures_report_refuses_bad_reports(tmp_path, reports, named):
+  for name, dataset in (("report", "tiny_imagenet"), ("cifar10", "cifar10")):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / report.SUMMARY).write_text(json.dumps(
+        {"dataset": dataset, "arch": "caffenet", "encoder": {}, "runs": {}}))
+  with pytest.raises(architectures.ReportsError, match=named):
+    architectures.parse_reports(
+        [r.format(report=tmp_path / "report", cifar10=tmp_path / "cifar10")
+         for r in reports], "tiny_imagenet")

@@ -1,16 +1,22 @@
 r"""Do the findings hold beyond AlexNet? One report over several families.
 
   python -m inverter.experiments.architectures --dataset=tiny_imagenet \
-      --runs=caffenet=RUNS/caffenet,vgg16=RUNS/vgg16,\
-resnet50=RUNS/resnet50,torchvision_googlenet=RUNS/googlenet \
+      --reports=caffenet=docs/results/architectures/caffenet,\
+vgg16=docs/results/architectures/vgg16,\
+resnet50=docs/results/architectures/resnet50,\
+torchvision_googlenet=docs/results/architectures/torchvision_googlenet \
       --publish=docs/results/architectures
 
-Each run root is what `python -m inverter.experiments --arch=ARCH` wrote.
-Compare roots whose inverters trained for the same number of steps (the
-same `--inverter_steps`): the learning rate decays to zero at a run's last
-step, so a longer run's error read part way is not the error of a run of
-that length. Each table shows the steps its numbers come from. Missing
-pieces become empty cells, so the report can be rebuilt while runs go on.
+Each family's report is what `python -m inverter.experiments.report` (the
+last stage of `python -m inverter.experiments --arch=ARCH`) published: its
+summary.json, stages.json and analysis studies. Reading published reports
+rather than run roots lets the comparison be rebuilt from the repository
+alone, long after the runs' checkpoints are gone. Compare families whose
+inverters trained for the same number of steps (the same
+`--inverter_steps`): the learning rate decays to zero at a run's last step,
+so a longer run's error read part way is not the error of a run of that
+length. Each table shows the steps its numbers come from. Missing pieces
+become empty cells, so the report can be rebuilt while runs go on.
 Written into --publish:
 
 * `taps.md` / `.csv`: a row per family and layer: the tap, its feature
@@ -56,67 +62,57 @@ def _define_flags() -> None:
   report.py, whose flags share these names)."""
   flags.DEFINE_enum("dataset", "tiny_imagenet", list(reproduction.DATASETS),
                     "The data set every run used.")
-  flags.DEFINE_list("runs", None, "ARCH=ROOT pairs, one per family, in the"
-                    " order of the report.")
+  flags.DEFINE_list("reports", None, "ARCH=DIR pairs, one per family in the"
+                    " order of the report: DIR is the family's published"
+                    " report (python -m inverter.experiments.report).")
   flags.DEFINE_string("publish", None, "Where to write the report.")
-  flags.mark_flags_as_required(["runs", "publish"])
+  flags.mark_flags_as_required(["reports", "publish"])
 
 
 PERTURBATIONS = ("binarize", "dropout:0.5")
 
 
-class RunsError(errors.UserError, ValueError):
-  """--runs is malformed or names a family twice or a missing root."""
+class ReportsError(errors.UserError, ValueError):
+  """--reports is malformed, names a family twice, or a directory that is
+  not that family's published report on the data set."""
 
 
-def parse_runs(entries: Sequence[str]) -> dict[str, pathlib.Path]:
-  """['caffenet=DIR', ...] -> {'caffenet': DIR, ...}, checked."""
-  runs: dict[str, pathlib.Path] = {}
+def parse_reports(entries: Sequence[str], dataset: str
+                  ) -> dict[str, pathlib.Path]:
+  """['caffenet=DIR', ...] -> {'caffenet': DIR, ...}, each DIR checked to be
+  a published report of that family on `dataset`."""
+  reports: dict[str, pathlib.Path] = {}
   for entry in entries:
-    arch, sep, root = entry.partition("=")
-    if not sep or not root:
-      raise RunsError(f"--runs: {entry!r} is not ARCH=ROOT.")
+    arch, sep, directory = entry.partition("=")
+    if not sep or not directory:
+      raise ReportsError(f"--reports: {entry!r} is not ARCH=DIR.")
     try:
       presets.check_small_encoder_arch(arch)
     except ValueError as e:
-      raise RunsError(f"--runs: {e}") from None
-    if arch in runs:
-      raise RunsError(f"--runs names {arch} twice.")
-    path = pathlib.Path(root).expanduser()
-    if not path.is_dir():
-      raise RunsError(f"--runs: {arch}'s root {path} does not exist.")
-    runs[arch] = path
-  if not runs:
-    raise RunsError("--runs is empty; give ARCH=ROOT pairs.")
-  return runs
+      raise ReportsError(f"--reports: {e}") from None
+    if arch in reports:
+      raise ReportsError(f"--reports names {arch} twice.")
+    path = pathlib.Path(directory).expanduser()
+    if not (path / report.SUMMARY).is_file():
+      raise ReportsError(
+          f"--reports: {arch}'s {path} is not a published report (no"
+          f" {report.SUMMARY}); write it with python -m"
+          " inverter.experiments.report --root=ROOT --publish=DIR.")
+    found = _summary(path)
+    if found["dataset"] != dataset:
+      raise ReportsError(f"--reports: {path} is a report on"
+                         f" {found['dataset']}, not {dataset}.")
+    if found.get("arch") not in (None, arch):
+      raise ReportsError(f"--reports: {path} is {found['arch']}'s report,"
+                         f" not {arch}'s.")
+    reports[arch] = path
+  if not reports:
+    raise ReportsError("--reports is empty; give ARCH=DIR pairs.")
+  return reports
 
 
-def _encoder_top1(root: pathlib.Path) -> float | None:
-  """The top-1 accuracy of the encoder the family's inverters used: the one
-  trained in ROOT/encoder, or else (a run given `--encoder=DIR`, such as
-  the published AlexNet-shaped one) what DIR's metadata.json recorded when
-  it was exported."""
-  path = root / "encoder" / "eval" / "metrics.json"
-  if path.exists():
-    return json.loads(path.read_text())["top1"]
-  for config in sorted(root.glob(f"{reproduction.KINDS['inverter']}/*/"
-                                 "config.json")):
-    weights = json.loads(config.read_text())["identity"]["encoder"].get(
-        "weights", "")
-    metadata = pathlib.Path(weights) / "metadata.json"
-    if weights and metadata.is_file():
-      return json.loads(metadata.read_text()).get("source", {}).get("top1")
-  return None
-
-
-def _feature_shape(workdir: pathlib.Path) -> tuple[int, ...] | None:
-  """The inverted tap's per-image shape, from the run's own encoder."""
-  path = workdir / "config.json"
-  if not path.exists():
-    return None
-  encoder = presets.encoder_block(
-      json.loads(path.read_text())["identity"]["encoder"])
-  return encoders.tap_shapes(encoders.from_config(encoder))[encoder.tap]
+def _summary(path: pathlib.Path) -> dict[str, Any]:
+  return json.loads((path / report.SUMMARY).read_text())
 
 
 def _title(arch: str) -> str:
@@ -127,25 +123,25 @@ TAPS_HEADER = ["family", "layer", "tap", "feature shape", "feature size",
                "relative depth", "error", "steps", "encoder top-1"]
 
 
-def taps_table(dataset: str, runs: dict[str, pathlib.Path]
+def taps_table(reports: dict[str, pathlib.Path]
                ) -> tuple[list[str], list[list[Any]]]:
   rows = []
-  for arch, root in runs.items():
+  for arch, path in reports.items():
+    found = _summary(path)
     layers = encoders.layers_of(arch)
-    top1 = _encoder_top1(root)
+    runs = found["runs"].get("inverter", {})
     for i, layer in enumerate(layers):
-      workdir = root / reproduction.KINDS["inverter"] / layer
-      metrics = report.final_metrics(dataset, workdir, layer)
-      if metrics is None:
+      if layer not in runs:
         continue
-      shape = _feature_shape(workdir)
+      run = runs[layer]
+      shape = run.get("feature_shape")
       rows.append([
           _title(arch), layer, encoders.default_tap(arch, layer),
           "x".join(map(str, shape)) if shape else None,
           math.prod(shape) if shape else None,
           round((i + 1) / len(layers), 3),
-          _round(metrics["normalized_error"]), metrics["step"],
-          _round(top1)])
+          _round(run["normalized_error"]), run["step"],
+          _round(found["encoder"].get("top1"))])
   return TAPS_HEADER, rows
 
 
@@ -173,19 +169,19 @@ def depth_charts(rows: list[list[Any]]):
   return tuple(charts)
 
 
-def _study(root: pathlib.Path, name: str) -> list[dict[str, Any]]:
-  path = root / "analysis" / name / "results.json"
+def _study(path: pathlib.Path, name: str) -> list[dict[str, Any]]:
+  path = path / "analysis" / name / "results.json"
   return json.loads(path.read_text())["inverters"] if path.exists() else []
 
 
-def perturb_table(runs: dict[str, pathlib.Path]):
+def perturb_table(reports: dict[str, pathlib.Path]):
   header = ["family", "layer", "steps",
             *(f"{p}: error" for p in PERTURBATIONS),
             *(f"{p}: over unperturbed" for p in PERTURBATIONS),
             "entries > 0"]
   rows = []
-  for arch, root in runs.items():
-    for inv in _study(root, "perturb"):
+  for arch, path in reports.items():
+    for inv in _study(path, "perturb"):
       found = inv["perturbations"]
       rows.append([_title(arch), inv["label"], inv.get("step"),
                    *(_round(found.get(p, {}).get("normalized_error"))
@@ -196,12 +192,12 @@ def perturb_table(runs: dict[str, pathlib.Path]):
   return header, rows
 
 
-def color_position_table(runs: dict[str, pathlib.Path]):
+def color_position_table(reports: dict[str, pathlib.Path]):
   header = ["family", "layer", "steps", "error", "blurred over class mean",
             "edges over class mean", "follows a shift"]
   rows = []
-  for arch, root in runs.items():
-    for inv in _study(root, "color_position"):
+  for arch, path in reports.items():
+    for inv in _study(path, "color_position"):
       over = inv.get("over_class_mean", {})
       rows.append([_title(arch), inv["label"], inv.get("step"),
                    _round(inv["full"]["normalized_error"]),
@@ -210,17 +206,16 @@ def color_position_table(runs: dict[str, pathlib.Path]):
   return header, rows
 
 
-def random_table(dataset: str, runs: dict[str, pathlib.Path]):
+def random_table(reports: dict[str, pathlib.Path]):
   """Random-encoder control against the trained encoder, where both ran."""
   header = ["family", "layer", "steps", "trained encoder", "random encoder",
             "random over trained"]
   rows = []
-  for arch, root in runs.items():
+  for arch, path in reports.items():
+    runs = _summary(path)["runs"]
     for layer in encoders.layers_of(arch):
-      trained, random = (
-          report.final_metrics(dataset, root / reproduction.KINDS[kind]
-                               / layer, layer)
-          for kind in ("inverter", "random"))
+      trained = runs.get("inverter", {}).get(layer)
+      random = runs.get("random", {}).get(layer)
       if trained and random:
         t, r = trained["normalized_error"], random["normalized_error"]
         rows.append([_title(arch), layer, random["step"], _round(t),
@@ -232,13 +227,14 @@ COMPUTE_HEADER = ["family", "stages", "encoder (h)", "inverters, studies and"
                   " controls (h)", "total (h)"]
 
 
-def compute_table(runs: dict[str, pathlib.Path]):
-  """Hours per family from each root's stages.json, and their sum: what the
-  comparison cost on this machine. A family whose encoder was not trained in
-  its root (--encoder=DIR) shows no encoder time."""
+def compute_table(reports: dict[str, pathlib.Path]):
+  """Hours per family from each report's stages.json, and their sum: what
+  the comparison cost on this machine. A family whose encoder was trained
+  for another report (its inverters given --encoder=DIR, as the
+  AlexNet-shaped family's) shows no encoder time."""
   counts = []  # (family, stages, encoder hours, other hours)
-  for arch, root in runs.items():
-    records = stages.records(root)
+  for arch, path in reports.items():
+    records = stages.records(path)
     encoder = records.get("encoder", {}).get("seconds", 0.0) / 3600
     rest = sum(r["seconds"] for name, r in records.items()
                if name != "encoder") / 3600
@@ -255,32 +251,33 @@ def _round(value: float | None) -> float | None:
   return None if value is None else round(float(value), 4)
 
 
-def reconstructions(runs: dict[str, pathlib.Path]) -> np.ndarray | None:
+def reconstructions(reports: dict[str, pathlib.Path]) -> np.ndarray | None:
   """Each family's `layers` study figure under its name, stacked."""
   panels = []
-  for arch, root in runs.items():
-    path = root / "analysis" / "layers" / "reconstructions.png"
-    if path.exists():
-      panels.append((_title(arch), images.read_rgb(path)))
+  for arch, path in reports.items():
+    figure = path / "analysis" / "layers" / "reconstructions.png"
+    if figure.exists():
+      panels.append((_title(arch), images.read_rgb(figure)))
   return figures.stack_titled(panels) if panels else None
 
 
 EMPTY = "Nothing to compare yet: no family has this study or run.\n"
 
 
-def write(dataset: str, runs: dict[str, pathlib.Path],
-          publish: pathlib.Path) -> None:
+def write(reports: dict[str, pathlib.Path], publish: pathlib.Path) -> None:
+  """The report across families of `reports` (parse_reports' checked
+  {arch: published report}) into publish."""
   publish.mkdir(parents=True, exist_ok=True)
-  taps = taps_table(dataset, runs)
-  tables = {"taps": taps, "perturb": perturb_table(runs),
-            "color_position": color_position_table(runs),
-            "random": random_table(dataset, runs),
-            "compute": compute_table(runs)}
+  taps = taps_table(reports)
+  tables = {"taps": taps, "perturb": perturb_table(reports),
+            "color_position": color_position_table(reports),
+            "random": random_table(reports),
+            "compute": compute_table(reports)}
   for name, (header, rows) in tables.items():
     report.write_table(publish, name, header, rows, empty=EMPTY)
   charts = dict(zip(("error_vs_depth", "error_vs_size"),
                     depth_charts(taps[1])))
-  charts["reconstructions"] = reconstructions(runs)
+  charts["reconstructions"] = reconstructions(reports)
   for name, image in charts.items():
     if image is None:  # None of an earlier report may stay.
       (publish / f"{name}.png").unlink(missing_ok=True)
@@ -291,8 +288,8 @@ def write(dataset: str, runs: dict[str, pathlib.Path],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runs = parse_runs(FLAGS.runs or [])
-  write(FLAGS.dataset, runs, pathlib.Path(FLAGS.publish))
+  reports = parse_reports(FLAGS.reports or [], FLAGS.dataset)
+  write(reports, pathlib.Path(FLAGS.publish))
   print(f"Architectures report written to {FLAGS.publish}")
 
 

@@ -19,7 +19,14 @@ cells) and writes into --publish:
   its training step;
 * `reconstructions.png` and the analysis studies' tables and figures
   (`analysis/<study>/`);
-* `stages.md`: every stage's exact command, wall time and git commit.
+* `stages.md` / `stages.json`: every stage's exact command, wall time and
+  git commit. Stages an earlier report into the same place recorded and
+  ROOT lacks are kept (an encoder published from a root since lost, whose
+  inverters ran in a new root with `--encoder=`);
+* `summary.json`: what the report across families
+  (`inverter.experiments.architectures`) reads, so that it is rebuilt from
+  published reports alone: the data set, the family, the encoder's
+  accuracy, and every finished run's final error, step and feature shape.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 
 from inverter import cli, images, plots, presets
 from inverter.experiments import reproduction, stages
+from inverter.models import encoders
 
 FLAGS = flags.FLAGS
 
@@ -186,8 +194,17 @@ def baseline_curves(dataset: str, root: pathlib.Path):
                          for i in range(0, len(panels), 2)], axis=0)
 
 
-def _stages_md(root: pathlib.Path) -> str:
-  records = stages.records(root)
+def published_ledger(root: pathlib.Path, publish: pathlib.Path
+                     ) -> dict[str, dict[str, Any]]:
+  """ROOT's stages.json over the one an earlier report left in publish:
+  ROOT's record of a stage wins, and stages only the earlier report knew
+  stay (they ran in a root that is gone, e.g. the encoder's)."""
+  ledger = stages.records(publish)
+  ledger.update(stages.records(root))
+  return ledger
+
+
+def _stages_md(records: dict[str, dict[str, Any]]) -> str:
   total = sum(r["seconds"] for r in records.values())
   lines = [f"Wall time on this machine: {total / 3600:.2f} h over"
            f" {len(records)} stages. A stage run in several sittings (it"
@@ -243,6 +260,64 @@ def flattening_table(dataset: str, root: pathlib.Path
                    steps[-1], round(values[-1], 4),
                    round(100 * (values[-1] - values[i]) / values[i], 2)])
   return header, rows
+
+
+SUMMARY = "summary.json"
+
+
+def feature_shape(workdir: pathlib.Path) -> tuple[int, ...] | None:
+  """The inverted tap's per-image shape, from the run's own encoder."""
+  path = workdir / "config.json"
+  if not path.exists():
+    return None
+  encoder = presets.encoder_block(
+      json.loads(path.read_text())["identity"]["encoder"])
+  return encoders.tap_shapes(encoders.from_config(encoder))[encoder.tap]
+
+
+def _run_arch(workdir: pathlib.Path) -> str | None:
+  path = workdir / "config.json"
+  if not path.exists():
+    return None
+  return json.loads(path.read_text())["identity"]["encoder"].get("arch")
+
+
+def encoder_accuracy(root: pathlib.Path, encoder: pathlib.Path | None
+                     ) -> dict[str, float]:
+  """{top1, top5} of the encoder the inverters used: the one trained in
+  ROOT/encoder, or else what the exported encoder's metadata.json recorded
+  (a run given `--encoder=DIR`); {} when neither says."""
+  metrics = root / "encoder" / "eval" / "metrics.json"
+  if metrics.exists():
+    found = json.loads(metrics.read_text())
+  elif encoder is not None and (encoder / "metadata.json").is_file():
+    found = json.loads((encoder / "metadata.json").read_text()).get(
+        "source", {})
+  else:
+    found = {}
+  return {k: found[k] for k in ("top1", "top5") if k in found}
+
+
+def summary(dataset: str, root: pathlib.Path,
+            encoder: pathlib.Path | None = None) -> dict[str, Any]:
+  """What summary.json holds: {dataset, arch, encoder: {top1, top5},
+  runs: {kind: {layer: {normalized_error, step, feature_shape}}}} over the
+  finished runs (arch None before any run started)."""
+  runs: dict[str, dict[str, Any]] = {}
+  arch = None
+  for kind in COLUMNS:
+    for layer in ROWS:
+      workdir = root / KINDS[kind] / layer
+      arch = arch or _run_arch(workdir)
+      metrics = final_metrics(dataset, workdir, layer)
+      if metrics is None:
+        continue
+      shape = feature_shape(workdir)
+      runs.setdefault(kind, {})[layer] = dict(
+          normalized_error=metrics["normalized_error"], step=metrics["step"],
+          feature_shape=list(shape) if shape else None)
+  return dict(dataset=dataset, arch=arch,
+              encoder=encoder_accuracy(root, encoder), runs=runs)
 
 
 def _publish_encoder(encoder: pathlib.Path, publish: pathlib.Path) -> None:
@@ -301,7 +376,12 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
   layers_figure = analysis / "layers" / "reconstructions.png"
   if layers_figure.exists():
     shutil.copy(layers_figure, publish / "reconstructions.png")
-  (publish / "stages.md").write_text(_stages_md(root))
+  ledger = published_ledger(root, publish)
+  (publish / stages.LEDGER).write_text(json.dumps(ledger, indent=2))
+  (publish / "stages.md").write_text(_stages_md(ledger))
+  (publish / SUMMARY).write_text(json.dumps(
+      summary(dataset, root, encoder or root / "encoder" / "encoder"),
+      indent=2))
 
 
 def main(argv):
