@@ -249,6 +249,17 @@ def test_every_family_has_one_reduced_network_for_training_and_inverting(
   assert not classify.config_problems(config)
 
 
+@pytest.mark.parametrize("arch", ["caffenet", "vgg16"])
+def test_the_first_convolution_strides_so_tiny_imagenet_maps_match_cifar(
+    arch):
+  shapes = {dataset: encoders.tap_shapes(encoders.from_config(
+      load_config(dataset, f"arch={arch}").encoder))
+            for dataset in ("cifar10", "tiny_imagenet")}
+  pool5 = {dataset: shape["pool5"][:2] for dataset, shape in shapes.items()}
+  assert pool5["cifar10"] == pool5["tiny_imagenet"]
+  assert load_config("tiny_imagenet", f"arch={arch}").encoder.conv1_stride == 2
+
+
 def test_a_family_without_a_reduced_network_is_refused():
   with pytest.raises(ValueError, match="arch=alexnet has no reduced"):
     load_config("tiny_imagenet", "arch=alexnet")

@@ -276,7 +276,8 @@ def test_vgg_weights_from_before_batch_norm_still_load(tmp_path):
   meta_path = tmp_path / "w" / "metadata.json"
   meta = json.loads(meta_path.read_text())
   assert meta["architecture"].pop("batch_norm") is False
-  meta_path.write_text(json.dumps(meta))  # As ported before the field.
+  assert meta["architecture"].pop("conv1_stride") == 1
+  meta_path.write_text(json.dumps(meta))  # As ported before the fields.
   cfg.weights = str(tmp_path / "w")
   assert encoder_weights.check(cfg) == []
   # ... and not as a batch-norm network, nor saved configs without the
@@ -285,8 +286,14 @@ def test_vgg_weights_from_before_batch_norm_still_load(tmp_path):
   problems = encoder_weights.check(cfg)
   assert len(problems) == 1 and "encoder.batch_norm: config True" in (
       problems[0])
-  old = {k: v for k, v in cfg.to_dict().items() if k != "batch_norm"}
+  old = {k: v for k, v in cfg.to_dict().items()
+         if k not in ("batch_norm", "conv1_stride")}
   assert encoder_weights.architecture(old)["batch_norm"] is False
+  assert encoder_weights.architecture(old)["conv1_stride"] == 1
+  cfg.batch_norm, cfg.conv1_stride = False, 2
+  problems = encoder_weights.check(cfg)
+  assert len(problems) == 1 and "encoder.conv1_stride: config 2" in (
+      problems[0])
 
 
 def test_a_vgg_workdir_from_before_batch_norm_still_resumes(tmp_path):
@@ -302,3 +309,20 @@ def test_a_vgg_workdir_from_before_batch_norm_still_resumes(tmp_path):
   with pytest.raises(train.WorkdirMismatchError,
                      match="encoder.batch_norm: workdir False, config True"):
     train.check_workdir(config, tmp_path)
+
+
+def test_conv1_1_at_stride_two_is_the_stride_one_map_at_even_pixels():
+  # The same kernels: stride 2 keeps every second row and column of the
+  # stride-1 map (3x3, pad 1), so a 64x64 image meets every later layer at
+  # the sizes a 32x32 one has at stride 1.
+  kwargs = dict(widths=(4, 4, 8, 8, 8), fc_width=8, num_classes=3)
+  strided = vgg.VGG16(input_size=64, conv1_stride=2, **kwargs)
+  x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), maxval=255.0)
+  params = strided.init(jax.random.key(0), x)["params"]
+  full = vgg.VGG16(input_size=64, **kwargs).apply(
+      {"params": params}, x, until="conv1_1")["conv1_1"]
+  half = strided.apply({"params": params}, x, until="conv1_1")["conv1_1"]
+  np.testing.assert_allclose(half, full[:, ::2, ::2], rtol=1e-5, atol=1e-4)
+  at_32 = encoders.tap_shapes(vgg.VGG16(input_size=32, **kwargs))
+  assert encoders.tap_shapes(strided) == at_32
+  assert at_32["pool5"] == (1, 1, 8)

@@ -23,10 +23,9 @@ one trained for the published results.
 
 Other families (`arch=vgg16`, `resnet50`, `torchvision_googlenet`; their
 reduced networks are in `inverter.presets._SMALL_ENCODERS`, their taps in
-docs/networks.md) get the same recipe, for as many of its 40 epochs as fit
-in the AlexNet-shaped encoder's budget of about two hours on 2 CPU cores
-(`EPOCHS`: all 40 for ResNet and GoogLeNet, 20 for VGG, whose first layers
-run at a higher resolution; with its batch norm these take about 3 hours).
+docs/networks.md) get the same recipe and its 40 epochs, each in about
+two to two and a half hours on 2 CPU cores as the AlexNet-shaped encoder
+took (VGG's conv1_1 at stride 2 is what makes its 40 epochs fit: `EPOCHS`).
 
 Config argument (comma-separated): `arch=`, `source=NAME_OR_folder:PATH`,
 and `test` for a tiny fast preset used by the test suite.
@@ -37,17 +36,15 @@ from inverter import classify_configs, presets
 TRAIN_IMAGES = 60_000
 BATCH = 128
 # Epochs per family: caffenet's recipe (40 epochs; its published encoder
-# took 148 min beside other work) wherever 40 epochs fit in about two hours
-# on 2 CPU cores. Measured alone, 150-step runs at batch 128 (2026-12-05):
-# caffenet 516 images/s, ResNet 370 (40 epochs: 108 min), GoogLeNet 341
-# (117 min), VGG 163 (VGG's first layers run at 32x32 and 16x16), so VGG
-# gets the 20 epochs that fit in two hours. VGG has batch norm (as
-# vgg16_bn): the plain network reached 16.7% top-1 at 60% of its 20 epochs
-# (caffenet: 27.5% at 60%), too slow to match caffenet's 31% in the budget.
-# Batch norm slows it to about 115 images/s alone, so its 20 epochs take
-# about 2.9 hours: kept rather than cut, since the comparison needs an
-# encoder at least as accurate as caffenet's.
-EPOCHS = {"caffenet": 40, "vgg16": 20, "resnet50": 40,
+# took 148 min beside other work). Measured alone, 150-step runs at batch
+# 128 (2026-12-05): caffenet 516 images/s, ResNet 370 (40 epochs: 108 min;
+# it took 139), GoogLeNet 341 (117 min). VGG with batch norm (as vgg16_bn:
+# the plain network reached 16.7% top-1 at 60% of 20 epochs, caffenet
+# 27.5%) ran at about 110 images/s with conv1_1 at stride 1, so 20 epochs
+# took 3.1 hours and reached 28.6%; conv1_1 at stride 2 (presets) runs 2.5
+# times as fast (216 against 85 images/s, measured side by side beside
+# another training), which fits all 40 epochs in about 2.4 hours.
+EPOCHS = {"caffenet": 40, "vgg16": 40, "resnet50": 40,
           "torchvision_googlenet": 40}
 # Evaluations per run (every 4 epochs for caffenet).
 EVALUATIONS = 10

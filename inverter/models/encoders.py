@@ -53,10 +53,10 @@ ARCHITECTURE_FIELDS = {
     torchvision_alexnet.ARCH: _ALEXNET_FIELDS + ("avgpool_size",
                                                  "preprocessing"),
     vgg.CAFFE_ARCH: ("arch", "input_size", "widths", "fc_width", "num_classes",
-                     "batch_norm", "preprocessing"),
+                     "batch_norm", "conv1_stride", "preprocessing"),
     vgg.TORCHVISION_ARCH: ("arch", "input_size", "widths", "fc_width",
                            "num_classes", "avgpool_size", "batch_norm",
-                           "preprocessing"),
+                           "conv1_stride", "preprocessing"),
     **{arch: ("arch", "input_size", "stem_width", "widths", "blocks", "block",
               "num_classes", "preprocessing")
        for arch in resnet.ARCHITECTURES},
@@ -77,10 +77,11 @@ def family(arch: str) -> str:
   return "vgg16" if arch in vgg.ARCHITECTURES else "alexnet"
 
 
-# What a defining field means when stored weights predate it (VGG's
-# batch_norm came with the reduced networks of docs/results/architectures;
-# weights ported before have none).
-FIELD_DEFAULTS = {"batch_norm": False}
+# Per arch, what a defining field means when stored weights predate it
+# (VGG's batch_norm and conv1_stride came with the reduced networks of
+# docs/results/architectures; weights ported before have neither).
+FIELD_DEFAULTS = {arch: {"batch_norm": False, "conv1_stride": 1}
+                  for arch in vgg.ARCHITECTURES}
 
 
 def with_field_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,9 +89,8 @@ def with_field_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
   identity) with the defining fields of its arch that it predates at their
   old defaults (`FIELD_DEFAULTS`), so what was written before them still
   loads and resumes."""
-  defined = ARCHITECTURE_FIELDS.get(str(fields.get("arch", "")), ())
-  return {**{k: v for k, v in FIELD_DEFAULTS.items() if k in defined},
-          **{k: fields[k] for k in fields.keys()}}
+  defaults = FIELD_DEFAULTS.get(str(fields.get("arch", "")), {})
+  return {**defaults, **{k: fields[k] for k in fields.keys()}}
 
 
 def check_arch(arch: str) -> None:

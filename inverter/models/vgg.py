@@ -15,11 +15,15 @@ by ReLU, each block ending in 2x2/2 max-pooling; then fc6, fc7 (ReLU, dropout)
 and fc8. Taps are Caffe's blob names: conv1_1, relu1_1, ..., pool5, fc6,
 relu6, fc7, relu7, fc8, prob.
 
-`batch_norm=True` puts batch norm between every convolution and its ReLU
-(the layout of torchvision's vgg16_bn), for VGG-shaped networks trained
-from scratch (docs/results/architectures): without it a 13-convolution
-plain network learns too slowly for a CPU budget. Tap conv{b}_{i} is then
-the normalised convolution; the pretrained releases have no batch norm.
+Two options for VGG-shaped networks trained from scratch on small images
+(docs/results/architectures); the pretrained releases use neither:
+  * `batch_norm=True` puts batch norm between every convolution and its
+    ReLU (the layout of torchvision's vgg16_bn): without it a
+    13-convolution plain network learns too slowly for a CPU budget. Tap
+    conv{b}_{i} is then the normalised convolution.
+  * `conv1_stride=2` runs conv1_1 at stride 2, so that a 64x64 image meets
+    every later layer at the sizes a 32x32 one does at stride 1 (as the
+    reduced AlexNet-shaped network's conv1 does on Tiny ImageNet).
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ class VGG16(nn.Module):
   dropout_rate: float = 0.5
   # Batch norm (parameters bn{b}_{i}) after every convolution.
   batch_norm: bool = False
+  # conv1_1's stride (3x3, pad 1: a map of ceil(size / stride)).
+  conv1_stride: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -119,7 +125,8 @@ class VGG16(nn.Module):
       return dense("fc6", self.fc_width)(h.reshape(h.shape[0], -1))
 
     def conv(width, name):
-      convolve = layers.CaffeConv(width, 3, 1, 1, dtype=self.dtype,
+      stride = self.conv1_stride if name == "1_1" else 1
+      convolve = layers.CaffeConv(width, 3, stride, 1, dtype=self.dtype,
                                   name=f"conv{name}")
       if not self.batch_norm:
         return convolve
@@ -155,5 +162,6 @@ def from_config(cfg: Mapping[str, Any], dtype: Any = jnp.float32) -> VGG16:
       num_classes=int(cfg["num_classes"]),
       avgpool_size=None if avgpool is None else int(avgpool),
       batch_norm=bool(cfg.get("batch_norm", False)),
+      conv1_stride=int(cfg.get("conv1_stride", 1)),
       dtype=dtype,
   )
