@@ -691,12 +691,29 @@ def test_a_family_report_summarizes_what_the_comparison_reads(tmp_path):
   summary = json.loads((publish / report.SUMMARY).read_text())
   assert summary == {
       "dataset": "tiny_imagenet", "arch": "resnet50",
-      "encoder": {"top1": 0.4, "top5": 0.7},
+      "encoder": {"top1": 0.4, "top5": 0.7, "num_images": 10000},
       "runs": {
           "inverter": {"conv5": {"normalized_error": pytest.approx(0.5),
                                  "step": 1500, "feature_shape": [2, 2, 128]}},
           "random": {"conv5": {"normalized_error": pytest.approx(0.7),
                                "step": 1500, "feature_shape": [2, 2, 128]}}}}
+
+
+def test_a_report_of_inverters_of_an_exported_encoder_states_its_accuracy(
+    tmp_path):
+  exported = tmp_path / "exported"
+  exported.mkdir()
+  (exported / "metadata.json").write_text(json.dumps({"source": {
+      "top1": 0.3097, "top5": 0.5842, "eval_num_images": 10000}}))
+  root, publish = tmp_path / "root", tmp_path / "publish"
+  write_family_run(root, "caffenet", "inverter", "fc8", {1500: 0.6},
+                   encoder_dir=exported)
+  report.write("tiny_imagenet", root, publish, encoder=exported)
+  assert (publish / "main.md").read_text().startswith(
+      "Encoder: 30.97% top-1, 58.42% top-5 on 10,000 Tiny ImageNet"
+      " validation images.")
+  assert json.loads((publish / report.SUMMARY).read_text())["encoder"] == {
+      "top1": 0.3097, "top5": 0.5842, "num_images": 10000}
 
 
 def test_a_report_keeps_the_stages_an_earlier_report_recorded_elsewhere(

@@ -284,18 +284,21 @@ def _run_arch(workdir: pathlib.Path) -> str | None:
 
 def encoder_accuracy(root: pathlib.Path, encoder: pathlib.Path | None
                      ) -> dict[str, float]:
-  """{top1, top5} of the encoder the inverters used: the one trained in
-  ROOT/encoder, or else what the exported encoder's metadata.json recorded
-  (a run given `--encoder=DIR`); {} when neither says."""
+  """{top1, top5, num_images} of the encoder the inverters used: the one
+  trained in ROOT/encoder, or else what the exported encoder's
+  metadata.json recorded (a run given `--encoder=DIR`); {} when neither
+  says."""
   metrics = root / "encoder" / "eval" / "metrics.json"
   if metrics.exists():
     found = json.loads(metrics.read_text())
   elif encoder is not None and (encoder / "metadata.json").is_file():
     found = json.loads((encoder / "metadata.json").read_text()).get(
         "source", {})
+    if "eval_num_images" in found:
+      found = dict(found, num_images=found["eval_num_images"])
   else:
     found = {}
-  return {k: found[k] for k in ("top1", "top5") if k in found}
+  return {k: found[k] for k in ("top1", "top5", "num_images") if k in found}
 
 
 def summary(dataset: str, root: pathlib.Path,
@@ -335,17 +338,17 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
           encoder: pathlib.Path | None = None) -> None:
   publish.mkdir(parents=True, exist_ok=True)
   spec = presets.SMALL_DATASETS[dataset]
-  metrics_path = root / "encoder" / "eval" / "metrics.json"
+  encoder = encoder or root / "encoder" / "encoder"
+  m = encoder_accuracy(root, encoder)
   preface = ""
-  if metrics_path.exists():
-    m = json.loads(metrics_path.read_text())
+  if len(m) == 3:
     preface = (f"Encoder: {100 * m['top1']:.2f}% top-1, {100 * m['top5']:.2f}%"
                f" top-5 on {m['num_images']:,} {spec['title']}"
                f" {spec['eval_split']} images.\n\n"
                "Normalized reconstruction error on the"
                f" {m['num_images']:,} {spec['eval_split']} images"
                " (lower is better):\n\n")
-  _publish_encoder(encoder or root / "encoder" / "encoder", publish)
+  _publish_encoder(encoder, publish)
   header, rows = main_table(dataset, root)
   write_table(publish, "main", header, rows, preface)
   chart = _curves(dataset, root,
@@ -380,8 +383,7 @@ def write(dataset: str, root: pathlib.Path, publish: pathlib.Path,
   (publish / stages.LEDGER).write_text(json.dumps(ledger, indent=2))
   (publish / "stages.md").write_text(_stages_md(ledger))
   (publish / SUMMARY).write_text(json.dumps(
-      summary(dataset, root, encoder or root / "encoder" / "encoder"),
-      indent=2))
+      summary(dataset, root, encoder), indent=2))
 
 
 def main(argv):
