@@ -265,21 +265,22 @@ def flattening_table(dataset: str, root: pathlib.Path
 SUMMARY = "summary.json"
 
 
+def _run_encoder(workdir: pathlib.Path) -> dict[str, Any] | None:
+  """The encoder block a run recorded in its config.json (None before it
+  started)."""
+  path = workdir / "config.json"
+  if not path.exists():
+    return None
+  return json.loads(path.read_text())["identity"]["encoder"]
+
+
 def feature_shape(workdir: pathlib.Path) -> tuple[int, ...] | None:
   """The inverted tap's per-image shape, from the run's own encoder."""
-  path = workdir / "config.json"
-  if not path.exists():
+  recorded = _run_encoder(workdir)
+  if recorded is None:
     return None
-  encoder = presets.encoder_block(
-      json.loads(path.read_text())["identity"]["encoder"])
+  encoder = presets.encoder_block(recorded)
   return encoders.tap_shapes(encoders.from_config(encoder))[encoder.tap]
-
-
-def _run_arch(workdir: pathlib.Path) -> str | None:
-  path = workdir / "config.json"
-  if not path.exists():
-    return None
-  return json.loads(path.read_text())["identity"]["encoder"].get("arch")
 
 
 def encoder_accuracy(root: pathlib.Path, encoder: pathlib.Path | None
@@ -303,7 +304,7 @@ def encoder_accuracy(root: pathlib.Path, encoder: pathlib.Path | None
 
 def summary(dataset: str, root: pathlib.Path,
             encoder: pathlib.Path | None = None) -> dict[str, Any]:
-  """What summary.json holds: {dataset, arch, encoder: {top1, top5},
+  """What summary.json holds: {dataset, arch, encoder: encoder_accuracy,
   runs: {kind: {layer: {normalized_error, step, feature_shape}}}} over the
   finished runs (arch None before any run started)."""
   runs: dict[str, dict[str, Any]] = {}
@@ -311,7 +312,7 @@ def summary(dataset: str, root: pathlib.Path,
   for kind in COLUMNS:
     for layer in ROWS:
       workdir = root / KINDS[kind] / layer
-      arch = arch or _run_arch(workdir)
+      arch = arch or (_run_encoder(workdir) or {}).get("arch")
       metrics = final_metrics(dataset, workdir, layer)
       if metrics is None:
         continue
