@@ -124,8 +124,8 @@ def load(encoder_cfg: Mapping[str, Any], model: nn.Module) -> Any:
   if is_random(weights):
     logging.warning(
         "ENCODER IS RANDOMLY INITIALISED (encoder.weights=random, seed %d): "
-        "reconstructions show what a random AlexNet keeps, not a trained one.",
-        encoder_cfg["init_seed"])
+        "reconstructions show what a random %s keeps, not a trained one.",
+        encoder_cfg["init_seed"], encoder_cfg["arch"])
     return init_params(model, int(encoder_cfg["init_seed"]))
   problems = check(encoder_cfg)
   if problems:

@@ -70,6 +70,9 @@ def test_random_weights_are_reproducible_and_announced(caplog):
   b = encoder_weights.load(cfg.encoder, model)
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert "RANDOMLY INITIALISED" in caplog.text
+  # It names the network, not always AlexNet (VGG and ResNets run random
+  # controls too).
+  assert f"random {cfg.encoder.arch} keeps" in caplog.text
 
 
 def test_encoder_token_takes_architecture_and_geometry_from_the_weights(
